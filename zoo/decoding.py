@@ -1,0 +1,371 @@
+"""Greedy and beam search, in-graph, driven by a decoder's step function.
+
+Every decoder in the zoo exposes one decoding step as
+
+    logits, new_state, attention = step_fn(ids, state, constants)
+
+- `ids`: int32 `(N,)`, the previous token of each hypothesis.
+- `state`: a nest (tuple, list, dict) of tensors with leading dim `N` (e.g. LSTM `h`, `c` and
+  the input-feed vector); it is reordered with `tf.gather` as the beam moves.
+- `constants`: a nest of tensors with leading dim `N` that never change while decoding (encoder
+  outputs, projected keys, source mask).
+- `logits`: float `(N, V)`, unnormalised; the search applies `log_softmax`.
+- `attention`: float `(N, S)`, with `S` the source length or number of image regions (`S` may be
+  0 for a model without attention). Attention on padded source positions must be exactly 0.
+
+Both searches are written with TensorFlow ops only (`tf.while_loop`, `tf.gather`,
+`tf.math.top_k`), so they run eagerly and inside a `tf.function` with a `None` batch dimension and
+a tensor `max_length` (the SavedModel export). Callers pass `(batch_size, ...)` state and
+constants to both; `beam_search` tiles them itself.
+"""
+
+import tensorflow as tf
+
+__all__ = ["beam_search", "greedy_search", "tile_for_beam"]
+
+
+def tile_for_beam(nest, beam_size):
+    """Repeats each tensor of a nest `beam_size` times along its first axis.
+
+    The result is batch-major: rows `b * beam_size` to `b * beam_size + beam_size - 1` are
+    copies of row `b`, which is the layout `beam_search` uses for its hypotheses.
+
+    Args:
+        nest: a tensor or a nest of tensors of shape `(batch_size, ...)`. `None` leaves are kept.
+        beam_size: Python int, the number of copies of each row.
+
+    Returns:
+        The same nest with tensors of shape `(batch_size * beam_size, ...)`.
+
+    Example:
+
+    >>> tile_for_beam(tf.constant([[1], [2]]), 2)[:, 0].numpy()
+    array([1, 1, 2, 2], dtype=int32)
+    """
+    return tf.nest.map_structure(
+        lambda x: None if x is None else tf.repeat(x, beam_size, axis=0), nest
+    )
+
+
+def greedy_search(step_fn, initial_state, constants, start_ids, end_id, max_length):
+    """Decodes by taking the most probable token at every step.
+
+    Decoding stops as soon as every sentence has emitted `end_id`, or after `max_length`
+    steps. Ties between tokens go to the lowest id.
+
+    Args:
+        step_fn: callable `(ids, state, constants) -> (logits, new_state, attention)`, see the
+            module docstring.
+        initial_state: nest of tensors of shape `(batch_size, ...)`, the decoder's first state.
+        constants: nest of tensors of shape `(batch_size, ...)` passed unchanged to `step_fn`.
+        start_ids: int32 tensor of shape `(batch_size,)`, the first input token of each sentence.
+        end_id: Python int or scalar tensor, the end-of-sequence token.
+        max_length: Python int or scalar tensor, the most tokens generated per sentence (the end
+            token included).
+
+    Returns:
+        A dict with
+        - `"tokens"`: int32 `(batch_size, T)`, the generated ids without the start token; the end
+          token is included where it was emitted and later positions are 0. `T` is the number of
+          steps run, at most `max_length`.
+        - `"lengths"`: int32 `(batch_size,)`, the number of tokens before the end token (`T` for a
+          sentence that did not end).
+        - `"attention"`: float32 `(batch_size, T, S)`, 0 after the end token.
+        - `"score"`: float32 `(batch_size,)`, the sum of the log-probabilities of the emitted
+          tokens, the end token included.
+
+    Example:
+
+    >>> def step_fn(ids, state, constants):
+    ...     logits = tf.one_hot((ids + 1) % 3, 3) * 5.0
+    ...     return logits, state, tf.zeros([tf.shape(ids)[0], 0])
+    >>> out = greedy_search(step_fn, (), (), tf.constant([0]), end_id=2, max_length=5)
+    >>> out["tokens"].numpy()
+    array([[1, 2]], dtype=int32)
+    """
+    start_ids = tf.cast(start_ids, tf.int32)
+    end_id = tf.cast(end_id, tf.int32)
+    max_length = tf.cast(max_length, tf.int32)
+    batch_size = tf.shape(start_ids)[0]
+
+    def cond(t, ids, state, finished, lengths, score, tokens, attention):
+        return tf.logical_and(t < max_length, tf.logical_not(tf.reduce_all(finished)))
+
+    def body(t, ids, state, finished, lengths, score, tokens, attention):
+        logits, state, step_attention = step_fn(ids, state, constants)
+        log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32))
+        # top_k rather than argmax: its tie-breaking (lowest id) is documented, and beam search
+        # ranks with it too, so beam_size=1 reproduces greedy exactly.
+        token_log_prob, ids = tf.math.top_k(log_probs, k=1)
+        ids = tf.where(finished, 0, ids[:, 0])
+        score += tf.where(finished, 0.0, token_log_prob[:, 0])
+        lengths += tf.cast(tf.logical_not(finished) & (ids != end_id), tf.int32)
+        step_attention = tf.where(finished[:, None], 0.0, tf.cast(step_attention, tf.float32))
+        tokens = tf.concat([tokens, ids[:, None]], axis=1)
+        attention = tf.concat(
+            [_with_depth(attention, step_attention), step_attention[:, None]], axis=1
+        )
+        finished |= ids == end_id
+        return t + 1, ids, state, finished, lengths, score, tokens, attention
+
+    loop_vars = (
+        tf.constant(0),
+        start_ids,
+        initial_state,
+        tf.zeros([batch_size], tf.bool),
+        tf.zeros([batch_size], tf.int32),
+        tf.zeros([batch_size], tf.float32),
+        tf.zeros([batch_size, 0], tf.int32),
+        tf.zeros([batch_size, 0, 0], tf.float32),
+    )
+    invariants = tf.nest.map_structure(_any_shape, loop_vars)
+    invariants = invariants[:2] + (_state_shapes(initial_state),) + invariants[3:]
+    _, _, _, _, lengths, score, tokens, attention = tf.while_loop(
+        cond, body, loop_vars, shape_invariants=invariants
+    )
+    return {"tokens": tokens, "lengths": lengths, "attention": attention, "score": score}
+
+
+def beam_search(
+    step_fn,
+    initial_state,
+    constants,
+    start_ids,
+    end_id,
+    max_length,
+    beam_size=4,
+    length_penalty=0.0,
+    coverage_penalty=0.0,
+    n_best=1,
+):
+    """Decodes with beam search, ranking hypotheses by GNMT's length and coverage penalties.
+
+    A hypothesis `Y` of a source `X` is scored
+
+        s(Y, X) = log P(Y | X) / lp(Y) + cp(X; Y)
+        lp(Y) = (5 + |Y|)^alpha / (5 + 1)^alpha
+        cp(X; Y) = beta * sum_i log(min(sum_j a_ij, 1.0))
+
+    with `|Y|` counting the end token, `a_ij` the attention on source position `i` at output step
+    `j` (the end step included), `alpha = length_penalty` and `beta = coverage_penalty`. The sum
+    over `i` skips positions whose accumulated attention is exactly 0: padded positions, which
+    the attention layers zero, and models without attention (`S == 0`) get no coverage term.
+
+    Each sentence keeps `beam_size` alive hypotheses. At every step its `beam_size` best
+    expansions are taken; those ending with `end_id` join a pool of the `n_best` best finished
+    hypotheses, and the `beam_size` best expansions that do not end stay alive, so the beam never
+    shrinks. A sentence stops (its finished pool is frozen) once its best alive hypothesis can no
+    longer beat its `n_best`-th finished one: log-probabilities only fall, `lp` is monotonic in
+    the length and `cp <= 0`. The loop ends when every sentence has stopped, or at `max_length`;
+    a sentence with fewer than `n_best` finished hypotheses then fills in with alive ones.
+    With `beam_size=1` and no penalties this returns exactly `greedy_search`'s tokens, attention
+    and score.
+
+    Args:
+        step_fn: callable `(ids, state, constants) -> (logits, new_state, attention)`, see the
+            module docstring. It is called on `batch_size * beam_size` rows, batch-major.
+        initial_state: nest of tensors of shape `(batch_size, ...)`; tiled to the beam here.
+        constants: nest of tensors of shape `(batch_size, ...)`; tiled to the beam once here and
+            never reordered (they are identical within a sentence's beam).
+        start_ids: int32 tensor of shape `(batch_size,)`, the first input token of each sentence.
+        end_id: Python int or scalar tensor, the end-of-sequence token.
+        max_length: Python int or scalar tensor, the most tokens generated per hypothesis (the
+            end token included).
+        beam_size: Python int, the number of hypotheses kept per sentence. Defaults to `4`.
+        length_penalty: Python float, `alpha`. Defaults to `0.0` (no normalisation).
+        coverage_penalty: Python float `>= 0`, `beta`. Defaults to `0.0` (no coverage term).
+        n_best: Python int `<= beam_size`, the number of hypotheses returned per sentence.
+            Defaults to `1`.
+
+    Returns:
+        A dict with, best hypothesis first,
+        - `"tokens"`: int32 `(batch_size, n_best, T)`, the generated ids without the start token;
+          the end token is included where emitted and later positions are 0. `T` is the number of
+          steps run, at most `max_length`.
+        - `"lengths"`: int32 `(batch_size, n_best)`, the number of tokens before the end token.
+        - `"attention"`: float32 `(batch_size, n_best, T, S)`, 0 after the end token.
+        - `"score"`: float32 `(batch_size, n_best)`, the penalised score `s(Y, X)`.
+        - `"log_prob"`: float32 `(batch_size, n_best)`, `log P(Y | X)`.
+
+    Raises:
+        ValueError: if `beam_size < 1`, `n_best` is not in `[1, beam_size]` or
+            `coverage_penalty < 0`.
+
+    Example:
+
+    >>> def step_fn(ids, state, constants):
+    ...     logits = tf.one_hot((ids + 1) % 3, 3) * 5.0
+    ...     return logits, state, tf.zeros([tf.shape(ids)[0], 0])
+    >>> out = beam_search(step_fn, (), (), tf.constant([0]), end_id=2, max_length=5, n_best=2)
+    >>> out["tokens"].numpy()
+    array([[[1, 2],
+            [2, 0]]], dtype=int32)
+
+    Reference:
+    - [Wu et al., 2016](https://arxiv.org/abs/1609.08144), section 7.
+    """
+    if not isinstance(beam_size, int) or beam_size < 1:
+        raise ValueError(f"beam_size must be a Python int >= 1, received beam_size={beam_size!r}.")
+    if not isinstance(n_best, int) or not 1 <= n_best <= beam_size:
+        raise ValueError(
+            f"n_best must be a Python int between 1 and beam_size, received n_best={n_best!r} "
+            f"with beam_size={beam_size}. Lower n_best or raise beam_size."
+        )
+    if coverage_penalty < 0:
+        raise ValueError(
+            f"coverage_penalty must be >= 0 (GNMT's beta), received {coverage_penalty}."
+        )
+    start_ids = tf.cast(start_ids, tf.int32)
+    end_id = tf.cast(end_id, tf.int32)
+    max_length = tf.cast(max_length, tf.int32)
+    batch_size = tf.shape(start_ids)[0]
+    constants = tile_for_beam(constants, beam_size)
+    neg_inf = float("-inf")
+
+    def extend(flat_index, vocab_size, log_prob, attention, alive):
+        """The expansions picked by `flat_index` `(batch_size, k)` into `beam_size * V`."""
+        parent, token = flat_index // vocab_size, flat_index % vocab_size
+        log_prob = tf.reshape(log_prob, [batch_size, -1])
+        return (
+            parent,
+            token,
+            {
+                "log_prob": tf.gather(log_prob, flat_index, batch_dims=1),
+                "tokens": tf.concat(
+                    [tf.gather(alive["tokens"], parent, batch_dims=1), token[..., None]], axis=2
+                ),
+                "attention": tf.gather(attention, parent, batch_dims=1),
+            },
+        )
+
+    def cond(t, done, alive, finished):
+        return tf.logical_and(t < max_length, tf.logical_not(tf.reduce_all(done)))
+
+    def body(t, done, alive, finished):
+        logits, state, step_attention = step_fn(
+            tf.reshape(alive["ids"], [-1]), alive["state"], constants
+        )
+        vocab_size = tf.shape(logits)[-1]
+        log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32))
+        log_probs = tf.reshape(log_probs, [batch_size, beam_size, vocab_size])
+        step_attention = tf.cast(step_attention, tf.float32)
+        step_attention = tf.reshape(step_attention, [batch_size, beam_size, -1])
+        attention = tf.concat(
+            [_with_depth(alive["attention"], step_attention), step_attention[:, :, None]], axis=2
+        )
+        coverage = _coverage_penalty(tf.reduce_sum(attention, axis=2), coverage_penalty)
+        # Every expansion has t + 1 tokens, end included: one lp for all of them.
+        log_prob = alive["log_prob"][:, :, None] + log_probs
+        score = log_prob / _length_penalty(t + 1, length_penalty) + coverage[:, :, None]
+        is_end = tf.equal(tf.range(vocab_size), end_id)
+
+        # The beam_size best expansions; those that end join the finished pool.
+        top_score, top_index = tf.math.top_k(tf.reshape(score, [batch_size, -1]), beam_size)
+        _, token, new = extend(top_index, vocab_size, log_prob, attention, alive)
+        ended = tf.logical_and(token == end_id, tf.logical_not(done)[:, None])
+        new["score"] = tf.where(ended, top_score, neg_inf)
+        new["lengths"] = tf.fill(tf.shape(token), t)
+        old = dict(finished)
+        old["tokens"] = tf.pad(finished["tokens"], [[0, 0], [0, 0], [0, 1]])
+        old["attention"] = tf.pad(
+            _with_depth(finished["attention"], step_attention), [[0, 0], [0, 0], [0, 1], [0, 0]]
+        )
+        pool = {key: tf.concat([old[key], new[key]], axis=1) for key in old}
+        # Old entries come first, so a tie keeps the shorter, earlier hypothesis.
+        _, keep = tf.math.top_k(pool["score"], n_best)
+        finished = {key: tf.gather(value, keep, batch_dims=1) for key, value in pool.items()}
+
+        # The beam_size best expansions that do not end stay alive. Ends are masked in the
+        # log-probs too: with beam_size >= V one can still be picked, and must stay dead.
+        alive_score, alive_index = tf.math.top_k(
+            tf.reshape(tf.where(is_end, neg_inf, score), [batch_size, -1]), beam_size
+        )
+        parent, token, new_alive = extend(
+            alive_index, vocab_size, tf.where(is_end, neg_inf, log_prob), attention, alive
+        )
+        rows = tf.reshape(parent + beam_size * tf.range(batch_size)[:, None], [-1])
+        new_alive["state"] = tf.nest.map_structure(lambda s: tf.gather(s, rows), state)
+        new_alive["ids"] = token
+        new_alive["score"] = alive_score
+
+        # An upper bound on any score the alive hypotheses can still reach (cp <= 0 as beta >= 0).
+        best = tf.reduce_max(new_alive["log_prob"], axis=1)
+        bound = tf.maximum(
+            best / _length_penalty(t + 2, length_penalty),
+            best / _length_penalty(max_length, length_penalty),
+        )
+        done |= bound <= finished["score"][:, -1]
+        return t + 1, done, new_alive, finished
+
+    first = tf.concat([tf.zeros([1]), tf.fill([beam_size - 1], neg_inf)], axis=0)
+    # Only the first copy of each sentence is alive at the start, so the beam does not fill
+    # with duplicates.
+    alive_log_prob = tf.tile(first[None], [batch_size, 1])
+    alive = {
+        "ids": tf.reshape(tile_for_beam(start_ids, beam_size), [batch_size, beam_size]),
+        "state": tile_for_beam(initial_state, beam_size),
+        "log_prob": alive_log_prob,
+        "score": alive_log_prob,
+        "tokens": tf.zeros([batch_size, beam_size, 0], tf.int32),
+        "attention": tf.zeros([batch_size, beam_size, 0, 0]),
+    }
+    finished = {
+        "log_prob": tf.fill([batch_size, n_best], neg_inf),
+        "score": tf.fill([batch_size, n_best], neg_inf),
+        "lengths": tf.zeros([batch_size, n_best], tf.int32),
+        "tokens": tf.zeros([batch_size, n_best, 0], tf.int32),
+        "attention": tf.zeros([batch_size, n_best, 0, 0]),
+    }
+    loop_vars = (tf.constant(0), tf.zeros([batch_size], tf.bool), alive, finished)
+    invariants = tf.nest.map_structure(_any_shape, loop_vars)
+    invariants[2]["state"] = _state_shapes(alive["state"])
+    steps, _, alive, finished = tf.while_loop(cond, body, loop_vars, shape_invariants=invariants)
+
+    # Finished hypotheses first, then alive ones (cut at max_length), then empty finished slots;
+    # top_k keeps the order within each group, which is already best first.
+    alive["lengths"] = tf.fill([batch_size, beam_size], steps)
+    group = tf.concat(
+        [
+            tf.where(finished["score"] > neg_inf, 0.0, 2.0),
+            tf.ones([batch_size, beam_size]),
+        ],
+        axis=1,
+    )
+    _, pick = tf.math.top_k(-group, n_best)
+    return {
+        key: tf.gather(tf.concat([finished[key], alive[key]], axis=1), pick, batch_dims=1)
+        for key in ("tokens", "lengths", "attention", "score", "log_prob")
+    }
+
+
+def _length_penalty(length, alpha):
+    """GNMT's lp(Y) = (5 + |Y|)^alpha / 6^alpha."""
+    length = tf.cast(length, tf.float32)
+    return tf.pow(5.0 + length, alpha) / tf.pow(6.0, alpha)
+
+
+def _coverage_penalty(coverage, beta):
+    """GNMT's cp = beta * sum_i log(min(coverage_i, 1)), over positions with coverage > 0."""
+    # Padded positions get no attention; log(0) there would make every hypothesis -inf.
+    capped = tf.where(coverage > 0.0, tf.minimum(coverage, 1.0), 1.0)
+    return beta * tf.reduce_sum(tf.math.log(capped), axis=-1)
+
+
+def _with_depth(history, step_attention):
+    """Gives an attention history `(..., t, S)` the depth `S` of `step_attention`.
+
+    The histories start as `(..., 0, 0)` because `S` is only known once `step_fn` has run;
+    reshaping an empty tensor is free, and at later steps this is a no-op.
+    """
+    shape = tf.concat([tf.shape(history)[:-1], tf.shape(step_attention)[-1:]], axis=0)
+    return tf.reshape(history, shape)
+
+
+def _any_shape(x):
+    """A shape invariant letting every dimension change across loop iterations."""
+    return tf.TensorShape([None] * x.shape.rank)
+
+
+def _state_shapes(state):
+    """Shape invariants for a decoder state: only the batch dimension may change."""
+    return tf.nest.map_structure(lambda s: tf.TensorShape([None]).concatenate(s.shape[1:]), state)
