@@ -1,0 +1,1 @@
+"""Data sets that need no download, and loaders for data users bring."""
