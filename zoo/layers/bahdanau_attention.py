@@ -5,7 +5,7 @@ import math
 import keras
 from keras import ops
 
-from zoo.layers.base_attention import BaseAttention
+from zoo.layers.base_attention import BaseAttention, project
 
 _SCORE_ACTIVATIONS = (None, "sigmoid")
 
@@ -122,10 +122,10 @@ class BahdanauAttention(BaseAttention):
     def project_key(self, key):
         self._require_built("project_key")
         key = ops.cast(key, self.compute_dtype)
-        return ops.matmul(key, ops.cast(self.key_kernel, self.compute_dtype))
+        return project(key, ops.cast(self.key_kernel, self.compute_dtype))
 
     def compute_scores(self, query, projected_key):
-        projected_query = ops.matmul(query, ops.cast(self.query_kernel, self.compute_dtype))
+        projected_query = project(query, ops.cast(self.query_kernel, self.compute_dtype))
         # (batch, Tq, 1, units) + (batch, 1, Tv, units): every query against every key.
         hidden = ops.tanh(
             ops.expand_dims(ops.cast(projected_query, "float32"), 2)

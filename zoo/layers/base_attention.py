@@ -8,6 +8,19 @@ from keras import ops
 _MASKED_SCORE = -1e9
 
 
+def project(x, kernel):
+    """`x @ kernel` over the last axis, for `x` of rank 2 or 3.
+
+    A rank-3 `x` is flattened to rank 2 first: a plain 2-D matmul is several times faster on
+    CPU than `einsum`, and unlike `tensordot` its gradient compiles under XLA inside a loop.
+    """
+    if len(x.shape) == 2:
+        return ops.matmul(x, kernel)
+    shape = ops.shape(x)
+    flat = ops.matmul(ops.reshape(x, (-1, shape[-1])), kernel)
+    return ops.reshape(flat, (shape[0], shape[1], kernel.shape[-1]))
+
+
 def _shape(x):
     return tuple(x.shape)
 

@@ -5,7 +5,7 @@ import math
 import keras
 from keras import ops
 
-from zoo.layers.base_attention import BaseAttention
+from zoo.layers.base_attention import BaseAttention, project
 
 _SCORES = ("dot", "general", "concat")
 _SCALES = (None, "learned", "sqrt")
@@ -121,13 +121,13 @@ class LuongAttention(BaseAttention):
         kernel = ops.cast(self.kernel, self.compute_dtype)
         if self.score == "general":
             # W k_j for every j, so that the score is a plain dot product with q.
-            return ops.matmul(key, ops.transpose(kernel))
-        return ops.matmul(key, kernel[self._built_query_dim :])
+            return project(key, ops.transpose(kernel))
+        return project(key, kernel[self._built_query_dim :])
 
     def compute_scores(self, query, projected_key):
         if self.score == "concat":
             kernel = ops.cast(self.kernel, self.compute_dtype)
-            projected_query = ops.matmul(query, kernel[: self._built_query_dim])
+            projected_query = project(query, kernel[: self._built_query_dim])
             # (batch, Tq, 1, units) + (batch, 1, Tv, units): every query against every key.
             hidden = ops.tanh(
                 ops.expand_dims(ops.cast(projected_query, "float32"), 2)

@@ -1,0 +1,145 @@
+"""Config dataclasses from `key=value` words: typed, checked, saved with every run."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import os
+import typing
+
+
+class ConfigError(ValueError):
+    """A config key or value is wrong; the message names it and the fix."""
+
+
+def _convert(name: str, kind, text: str):
+    kind_name = getattr(kind, "__name__", str(kind))
+    if kind is bool:
+        lowered = text.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name}={text!r}: expected true or false")
+    if kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            raise ConfigError(f"{name}={text!r}: expected {kind_name}, e.g. {name}=3") from None
+    if kind is str:
+        return text
+    origin = typing.get_origin(kind)
+    args = [a for a in typing.get_args(kind) if a is not type(None)]
+    if origin is typing.Union or str(origin) == "types.UnionType":
+        if text.lower() in ("none", "null", ""):
+            return None
+        return _convert(name, args[0], text)
+    if origin is tuple:
+        return tuple(_convert(name, args[0], part) for part in text.split(",") if part)
+    raise ConfigError(f"{name}: cannot parse values of type {kind_name}")
+
+
+def _check_value(name: str, kind, value):
+    """Type-checks a value from JSON (hp files) the same way words are."""
+    if isinstance(value, str) and kind is not str:
+        return _convert(name, kind, value)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind in (int, float, bool, str) and not isinstance(value, kind):
+        raise ConfigError(f"{name}={value!r}: expected {kind.__name__}")
+    if kind is int and isinstance(value, bool):
+        raise ConfigError(f"{name}={value!r}: expected int")
+    return value
+
+
+def field_types(cls) -> dict:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _unknown_key(cls, key: str) -> ConfigError:
+    valid = sorted(field_types(cls))
+    near = difflib.get_close_matches(key, valid, n=1)
+    hint = f" Did you mean {near[0]!r}?" if near else ""
+    return ConfigError(
+        f"unknown config key {key!r} for {cls.__name__}.{hint} Valid keys: {', '.join(valid)}"
+    )
+
+
+def apply_overrides(config, overrides: dict):
+    """A copy of `config` with `overrides` ({key: str or value}) applied and checked."""
+    types = field_types(type(config))
+    changes = {}
+    for key, value in overrides.items():
+        if key not in types:
+            raise _unknown_key(type(config), key)
+        if isinstance(value, str):
+            changes[key] = _convert(key, types[key], value)
+        else:
+            changes[key] = _check_value(key, types[key], value)
+    new = dataclasses.replace(config, **changes)
+    validate = getattr(new, "validate", None)
+    if validate is not None:
+        validate()
+    return new
+
+
+def parse_words(words: list[str]) -> dict[str, str]:
+    """`["a=1", "b=x"]` -> `{"a": "1", "b": "x"}`, with a clear error for anything else."""
+    out = {}
+    for word in words:
+        if "=" not in word:
+            raise ConfigError(f"expected key=value, got {word!r} (e.g. epochs=3)")
+        key, value = word.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+def load_hp_file(path: str) -> dict:
+    """Hyperparameters saved by a tuning run (`best.json`): {key: value}."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"hp file {path} does not exist; `python -m recipes tune RECIPE` writes one"
+        ) from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError(f"cannot read hp file {path}: {e}") from None
+    values = data.get("hyperparameters", data) if isinstance(data, dict) else None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a JSON object of hyperparameters")
+    return values
+
+
+def from_words(cls, words: list[str]):
+    """Builds `cls()` from `key=value` words; `hp=FILE` applies a tuning result first."""
+    overrides = parse_words(words)
+    config = cls()
+    hp = overrides.pop("hp", None)
+    if hp:
+        config = apply_overrides(config, load_hp_file(hp))
+    return apply_overrides(config, overrides)
+
+
+def to_dict(config) -> dict:
+    return dataclasses.asdict(config)
+
+
+def fingerprint(config, ignore=()) -> str:
+    """A short hash of the config: the same command gives the same run folder (resume)."""
+    items = {k: v for k, v in to_dict(config).items() if k not in ignore}
+    return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def write_json(path: str, data) -> None:
+    """Writes JSON atomically (a temp file renamed over the target)."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, sort_keys=True, ensure_ascii=False)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

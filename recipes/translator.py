@@ -1,0 +1,270 @@
+"""Using a trained nmt run: translate text, n-best lists, evaluation by source length, plots.
+
+    >>> from recipes import load
+    >>> model = load("runs/nmt/latest")
+    >>> [t.text for t in model.translate(["three hundred forty-two"], beam=4)]
+    ['trois cent quarante-deux']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from recipes import training
+from recipes.config import write_json
+from zoo import decoding, plots, text
+from zoo.metrics import format_report, quality_report
+
+
+@dataclasses.dataclass
+class Translation:
+    """One translation: its text, tokens, score and `(len(tokens) + 1, len(source_tokens))`
+    attention (the last row is the end token's); `alternatives` holds the rest of an n-best list."""
+
+    text: str
+    tokens: list
+    score: float
+    attention: np.ndarray
+    source_tokens: list
+    alternatives: list = dataclasses.field(default_factory=list)
+
+
+class Translator:
+    """A trained translation model with its vocabularies and decoding settings."""
+
+    def __init__(self, model, source_vocab, target_vocab, config):
+        self.model = model
+        self.source_vocab = source_vocab
+        self.target_vocab = target_vocab
+        self.config = config
+        self._decoders = {}
+
+    @classmethod
+    def from_run(cls, run_dir: str, weights: str = "model.keras") -> "Translator":
+        from recipes.nmt import NmtConfig
+
+        run_dir = training.resolve_run(run_dir)
+        config_path = os.path.join(run_dir, "config.json")
+        if not os.path.exists(config_path):
+            raise training.RunError(f"{run_dir} has no config.json; is it an nmt run folder?")
+        with open(config_path, encoding="utf-8") as f:
+            config = NmtConfig(**json.load(f))
+        path = os.path.join(run_dir, weights)
+        if not os.path.exists(path):
+            raise training.RunError(
+                f"{run_dir} has no {weights}: its training has not finished; re-run "
+                "`python -m recipes train nmt` with the same arguments to finish it"
+            )
+        model = training.load_model_checked(path)
+        return cls(
+            model,
+            text.Vocabulary.load(os.path.join(run_dir, "source_vocab.txt")),
+            text.Vocabulary.load(os.path.join(run_dir, "target_vocab.txt")),
+            config,
+        )
+
+    # -- decoding ids ------------------------------------------------------------------------
+
+    def max_decode_length(self, source_length: int) -> int:
+        return min(2 * source_length + 10, self.config.max_target_length + 1)
+
+    def _decoder(self, beam: int, n_best: int, length_penalty: float, coverage_penalty: float):
+        key = (beam, n_best, length_penalty, coverage_penalty)
+        if key not in self._decoders:
+            model = self.model
+
+            @tf.function(
+                input_signature=[
+                    tf.TensorSpec((None, None), tf.int32),
+                    tf.TensorSpec((), tf.int32),
+                ]
+            )
+            def run(source, max_length):
+                step_fn, state, constants = model.decoding_inputs(source)
+                start = tf.fill(tf.shape(source)[:1], text.START_ID)
+                if beam == 1:
+                    out = decoding.greedy_search(
+                        step_fn, state, constants, start, text.END_ID, max_length
+                    )
+                    return {
+                        "tokens": out["tokens"][:, None],
+                        "lengths": out["lengths"][:, None],
+                        "attention": out["attention"][:, None],
+                        "score": out["score"][:, None],
+                    }
+                out = decoding.beam_search(
+                    step_fn, state, constants, start, text.END_ID, max_length,
+                    beam_size=beam, length_penalty=length_penalty,
+                    coverage_penalty=coverage_penalty, n_best=n_best,
+                )
+                return {k: out[k] for k in ("tokens", "lengths", "attention", "score")}
+
+            self._decoders[key] = run
+        return self._decoders[key]
+
+    def decode_ids(self, source: np.ndarray, beam: int = 1, n_best: int = 1,
+                   length_penalty=None, coverage_penalty=None) -> dict:
+        """int32 `(B, S)` source ids -> numpy dict: tokens/attention/score with an n-best axis."""
+        lp = self.config.length_penalty if length_penalty is None else length_penalty
+        cp = self.config.coverage_penalty if coverage_penalty is None else coverage_penalty
+        lengths = (source != 0).sum(1)
+        max_length = self.max_decode_length(int(lengths.max()) if len(lengths) else 1)
+        run = self._decoder(int(beam), int(n_best), float(lp), float(cp))
+        out = run(tf.constant(source, tf.int32), tf.constant(max_length, tf.int32))
+        return {k: v.numpy() for k, v in out.items()}
+
+    # -- text in, text out -------------------------------------------------------------------
+
+    def source_tokens(self, texts: list[str]) -> list[list[str]]:
+        return [t[: self.config.max_source_length] for t in text.python_tokens(list(texts))]
+
+    def translate(self, texts, beam=None, n_best=1, replace_unk=None, batch_size=64,
+                  length_penalty=None, coverage_penalty=None, progress=None) -> list[Translation]:
+        """Translates strings; returns one `Translation` per input, in input order.
+
+        Args:
+            texts: strings (an empty string gives an empty translation).
+            beam: beam size; 1 is greedy search. Defaults to the run's `beam_size`.
+            n_best: how many hypotheses per input (`alternatives` holds all but the best).
+            replace_unk: replace each output `[UNK]` by the source token its attention peaks
+                on. Defaults to the run's `replace_unk` (`auto`: on for TSV corpora).
+            progress: optional callable(n_done) called after each batch.
+        """
+        texts = list(texts)
+        beam = self.config.beam_size if beam is None else int(beam)
+        if n_best > beam:
+            raise ValueError(f"n_best={n_best} cannot exceed the beam size {beam}; raise --beam")
+        if replace_unk is None:
+            setting = self.config.replace_unk
+            replace_unk = setting == "true" or (setting == "auto" and self.config.data != "num2words")
+        tokens = self.source_tokens(texts)
+        ids = [self.source_vocab.ids(tf.constant(t, tf.string)).numpy() if t else
+               np.zeros((0,), np.int32) for t in tokens]
+        order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
+        results: list[Translation | None] = [None] * len(texts)
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            width = max(1, max(len(ids[i]) for i in idx))
+            source = np.zeros((len(idx), width), np.int32)
+            for row, i in enumerate(idx):
+                source[row, : len(ids[i])] = ids[i]
+            out = self.decode_ids(source, beam, n_best, length_penalty, coverage_penalty)
+            for row, i in enumerate(idx):
+                hyps = [self._hypothesis(out, row, k, tokens[i], replace_unk) for k in range(n_best)]
+                hyps[0].alternatives = hyps[1:]
+                results[i] = hyps[0]
+            if progress is not None:
+                progress(len(idx))
+        return results
+
+    def _hypothesis(self, out, row, k, source_tokens, replace_unk) -> Translation:
+        n = int(out["lengths"][row, k])
+        ids = out["tokens"][row, k, :n]
+        words = [self.target_vocab.tokens[i] for i in ids]
+        attention = out["attention"][row, k, : n + 1, : len(source_tokens)]
+        if replace_unk and source_tokens:
+            words = [
+                source_tokens[int(np.argmax(attention[t]))] if w == text.UNK else w
+                for t, w in enumerate(words)
+            ]
+        sentence = text.detokenize(tf.ragged.constant([words], dtype=tf.string)).numpy()[0]
+        return Translation(
+            text=sentence.decode("utf-8") if words else "",
+            tokens=words,
+            score=float(out["score"][row, k]),
+            attention=attention,
+            source_tokens=list(source_tokens),
+        )
+
+
+def plot_translation(result: Translation, path: str, title: str | None = None):
+    """Heatmap of where each output token looked (source tokens across, output tokens down)."""
+    rows = result.tokens + [text.END]  # the last row is the end token's, when it was emitted
+    return plots.plot_alignment(
+        result.source_tokens, rows[: len(result.attention)], result.attention, path, title=title
+    )
+
+
+# -- evaluation ------------------------------------------------------------------------------
+
+
+def evaluate(run_dir: str, beam: int | None = None, split: str = "test", plots_count: int = 4,
+             quiet: bool = False) -> dict:
+    """Decodes a split, scores it by source length, writes metrics.json and plots."""
+    from recipes.nmt import load_pairs
+
+    run_dir = training.resolve_run(run_dir)
+    translator = Translator.from_run(run_dir)
+    config = translator.config
+    beam = config.beam_size if beam is None else beam
+    pairs = dict(zip(("train", "validation", "test"), load_pairs(config)[:3]))[split]
+    sources = [s for s, _ in pairs]
+    references = [" ".join(t[: config.max_target_length]) for t in text.python_tokens([t for _, t in pairs])]
+    t0 = time.time()
+    bar = keras.utils.Progbar(len(sources), unit_name="sentence", verbose=0 if quiet else 1)
+    done = [0]
+
+    def progress(n):
+        done[0] += n
+        bar.update(done[0])
+
+    results = translator.translate(sources, beam=beam, batch_size=128, progress=progress)
+    seconds = time.time() - t0
+    hypotheses = [" ".join(r.tokens) for r in results]
+    lengths = [len(r.source_tokens) for r in results]
+    report = quality_report(hypotheses, references, lengths)
+    report.update(
+        decoding="greedy" if beam == 1 else f"beam {beam}",
+        split=split,
+        seconds=round(seconds, 2),
+        sentences_per_second=round(len(sources) / max(seconds, 1e-9), 1),
+    )
+    metrics_path = os.path.join(run_dir, "metrics.json")
+    metrics = {}
+    if os.path.exists(metrics_path):
+        with open(metrics_path, encoding="utf-8") as f:
+            metrics = json.load(f)
+    metrics[f"{split}_{'greedy' if beam == 1 else f'beam{beam}'}"] = report
+    write_json(metrics_path, metrics)
+    # A few alignments of different lengths, shortest to longest.
+    by_len = sorted(range(len(results)), key=lambda i: lengths[i])
+    for n, i in enumerate(by_len[:: max(1, len(by_len) // plots_count)][:plots_count]):
+        plot_translation(results[i], os.path.join(run_dir, f"attention-{n}.png"),
+                         title=f"{sources[i][:60]}")
+    if not quiet:
+        print(format_report(report, f"{run_dir} — {split} split, {report['decoding']}, "
+                                    f"{report['sentences_per_second']} sentences/s"))
+    return report
+
+
+class AttentionImages(keras.callbacks.Callback):
+    """Every epoch: greedy-decodes a fixed handful of validation sentences and writes their
+    alignment heatmaps to TensorBoard (`logs/attention`), to watch the alignment form."""
+
+    def __init__(self, model, data, config, run_dir, count=3):
+        super().__init__()
+        pairs = sorted(data.validation, key=lambda p: len(p[0]))
+        step = max(1, len(pairs) // count)
+        self.sources = [p[0] for p in pairs[step // 2 :: step][:count]]
+        self.translator = Translator(model, data.source_vocab, data.target_vocab, config)
+        self.writer = tf.summary.create_file_writer(os.path.join(run_dir, "logs", "attention"))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.translator.model.decoder.attention is None:
+            return
+        results = self.translator.translate(self.sources, beam=1)
+        with self.writer.as_default():
+            for i, result in enumerate(results):
+                fig = plot_translation(result, None, title=self.sources[i][:60])
+                tf.summary.image(f"alignment/{i}", plots.figure_to_image(fig), step=epoch + 1)
+                import matplotlib.pyplot as plt
+
+                plt.close(fig)
+        self.writer.flush()

@@ -1,0 +1,184 @@
+"""The attentive LSTM decoder shared by translation and captioning.
+
+One decoder step (Luong et al., 2015, with input feeding):
+
+    x_t   = [embed(y_{t-1}); a_{t-1}]            (input feeding: the last attentional vector)
+    h_t   = LSTM(x_t, h_{t-1})
+    c_t, w_t = attention(h_t, memory)            (any `zoo.layers` attention; none for the baseline)
+    c_t   = sigmoid(W_b h_t) * c_t               (optional "show, attend and tell" gate)
+    a_t   = tanh(W_c [c_t; h_t])                 (a_t = tanh(W_c h_t) without attention)
+    p(y_t) = softmax(W_o a_t)
+
+Teacher-forced training runs this loop over the whole target; `step` runs one step for greedy
+and beam search (`zoo.decoding`). Without input feeding the LSTM runs over the whole target at
+once and attention over all steps in one batched call, which trains faster.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class AttentiveLSTMDecoder(keras.layers.Layer):
+    """LSTM decoder attending over a memory (encoder outputs or image regions) at every step.
+
+    Args:
+        vocab_size: target vocabulary size (id 0 is padding).
+        units: LSTM units; also the size of the attentional vector.
+        embedding_dim: size of the target token embeddings.
+        attention: a `zoo.layers` attention layer, or `None` for the bottleneck baseline that
+            sees only the initial state.
+        dropout: dropout on embeddings and attentional vectors, in training only.
+        input_feeding: feed the previous attentional vector into the LSTM. Defaults to `True`.
+        context_gate: gate the context with a learned scalar per step. Defaults to `False`.
+
+    Call arguments:
+        target_in: int `(batch_size, T)` previous tokens (START first).
+        memory: `(batch_size, Tv, dim)` what to attend over.
+        memory_mask: bool `(batch_size, Tv)`.
+        initial_state: `(h, c)`, each `(batch_size, units)`.
+
+    Returns:
+        `(logits, weights)`: float32 `(batch_size, T, vocab_size)` and float32
+        `(batch_size, T, Tv)` attention weights (`(batch_size, T, 0)` without attention).
+    """
+
+    def __init__(
+        self,
+        vocab_size,
+        units=256,
+        embedding_dim=128,
+        attention=None,
+        dropout=0.0,
+        input_feeding=True,
+        context_gate=False,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if isinstance(attention, dict):
+            attention = keras.saving.deserialize_keras_object(attention)
+        self.vocab_size = vocab_size
+        self.units = units
+        self.embedding_dim = embedding_dim
+        self.attention = attention
+        self.dropout = dropout
+        self.input_feeding = input_feeding
+        self.context_gate = context_gate
+        self.embedding = keras.layers.Embedding(vocab_size, embedding_dim, name="embedding")
+        self.rnn = keras.layers.LSTM(units, return_sequences=True, return_state=True, name="lstm")
+        self.combine = keras.layers.Dense(units, activation="tanh", use_bias=False, name="combine")
+        self.gate = keras.layers.Dense(1, activation="sigmoid", name="gate") if context_gate else None
+        self.output_projection = keras.layers.Dense(vocab_size, dtype="float32", name="output")
+        self.drop = keras.layers.Dropout(dropout)
+
+    def build(self, target_shape, memory_shape=None):
+        batch = target_shape[0]
+        self.embedding.build(target_shape)
+        feed = self.units if self.input_feeding else 0
+        self.rnn.build((batch, None, self.embedding_dim + feed))
+        dim = 0
+        if self.attention is not None:
+            self.attention.build((batch, self.units), tuple(memory_shape))
+            dim = memory_shape[-1]
+        if self.gate is not None:
+            self.gate.build((batch, self.units))
+        self.combine.build((batch, self.units + dim))
+        self.output_projection.build((batch, self.units))
+
+    # -- pieces shared by the sequence call and the single step --------------------------------
+
+    def prepare_memory(self, memory, memory_mask):
+        """What every step needs from the memory, computed once per source: a tuple."""
+        if self.attention is None:
+            batch = ops.shape(memory)[0]
+            return (ops.zeros((batch, 0, 1), self.compute_dtype),) * 2 + (
+                ops.zeros((batch, 0), "bool"),
+            )
+        return memory, self.attention.project_key(memory), memory_mask
+
+    def initial_state(self, h, c):
+        """Decoder state from an initial LSTM state: `(h, c, attentional_vector)`."""
+        return h, c, ops.zeros_like(h)
+
+    def _attend(self, h, constants, training):
+        memory, keys, mask = constants
+        if self.attention is None:
+            shape = ops.shape(h)[:-1]
+            weights = ops.zeros(tuple(shape) + (0,), "float32")
+            return self.combine(h), weights
+        context, weights = self.attention.attend(h, memory, keys, mask=mask, training=training)
+        if self.gate is not None:
+            context = context * self.gate(h)
+        context = ops.cast(context, h.dtype)
+        return self.combine(ops.concatenate([context, h], axis=-1)), weights
+
+    def step(self, ids, state, constants, training=False):
+        """One decoding step: `(logits [N, V], new_state, weights [N, Tv])`."""
+        h, c, feed = state
+        x = self.embedding(ids)
+        if self.input_feeding:
+            x = ops.concatenate([x, ops.cast(feed, x.dtype)], axis=-1)
+        h, (h, c) = self.rnn.cell(x, (h, c), training=training)
+        attentional, weights = self._attend(h, constants, training)
+        logits = self.output_projection(self.drop(attentional, training=training))
+        return logits, (h, c, attentional), weights
+
+    # -- teacher forcing ----------------------------------------------------------------------
+
+    def call(self, target_in, memory, memory_mask=None, initial_state=None, training=None):
+        if memory_mask is None:
+            memory_mask = ops.ones(ops.shape(memory)[:2], "bool")
+        constants = self.prepare_memory(memory, memory_mask)
+        h0, c0 = initial_state
+        x = self.drop(self.embedding(target_in), training=training)
+        if not self.input_feeding:
+            hs, _, _ = self.rnn(x, initial_state=[h0, c0], training=training)
+            attentional, weights = self._attend(hs, constants, training)
+        else:
+            attentional, weights = self._teacher_forced_loop(x, (h0, c0), constants, training)
+        logits = self.output_projection(self.drop(attentional, training=training))
+        return logits, weights
+
+    def _teacher_forced_loop(self, x, state, constants, training):
+        # A plain tf.while_loop: keras.ops.scan requires each step's outputs to have the carry's
+        # structure, and here a step emits the attentional vector and the attention weights.
+        h0, c0 = state
+        steps = tf.shape(x)[1]
+        time_major = tf.transpose(x, (1, 0, 2))
+        tv = tf.shape(constants[0])[1] if self.attention is not None else 0
+        out_a = tf.TensorArray(self.compute_dtype, size=steps, element_shape=[None, self.units])
+        out_w = tf.TensorArray("float32", size=steps, element_shape=[None, None])
+
+        def body(t, h, c, feed, out_a, out_w):
+            x_t = tf.concat([time_major[t], tf.cast(feed, x.dtype)], axis=-1)
+            h, (h, c) = self.rnn.cell(x_t, (h, c), training=training)
+            attentional, weights = self._attend(h, constants, training)
+            return t + 1, h, c, attentional, out_a.write(t, attentional), out_w.write(t, weights)
+
+        _, _, _, _, out_a, out_w = tf.while_loop(
+            lambda t, *_: t < steps,
+            body,
+            (0, *self.initial_state(h0, c0), out_a, out_w),
+            maximum_iterations=steps,
+        )
+        attentional = tf.transpose(out_a.stack(), (1, 0, 2))
+        weights = tf.transpose(out_w.stack(), (1, 0, 2))
+        return attentional, tf.reshape(weights, (tf.shape(x)[0], steps, tv))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            vocab_size=self.vocab_size,
+            units=self.units,
+            embedding_dim=self.embedding_dim,
+            attention=keras.saving.serialize_keras_object(self.attention)
+            if self.attention is not None
+            else None,
+            dropout=self.dropout,
+            input_feeding=self.input_feeding,
+            context_gate=self.context_gate,
+        )
+        return config

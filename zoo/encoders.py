@@ -1,0 +1,67 @@
+"""Text encoders: token ids -> one vector per source position, plus a final state."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class BidirectionalLSTMEncoder(keras.layers.Layer):
+    """Embedding followed by a bidirectional LSTM, forward and backward outputs concatenated.
+
+    Args:
+        vocab_size: source vocabulary size (id 0 is padding).
+        embedding_dim: size of the token embeddings.
+        units: LSTM units per direction; outputs and states have `2 * units` features.
+        dropout: dropout on the embeddings and on the outputs, in training only.
+
+    Call arguments:
+        ids: int `(batch_size, Tv)` token ids.
+        mask: optional bool `(batch_size, Tv)`; defaults to `ids != 0`.
+
+    Returns:
+        `(outputs, (h, c))`: outputs `(batch_size, Tv, 2 * units)` (zeros at padded positions),
+        and the final states `(batch_size, 2 * units)` of both directions concatenated, taken
+        at each sentence's own last token.
+    """
+
+    def __init__(self, vocab_size, embedding_dim=128, units=128, dropout=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.vocab_size = vocab_size
+        self.embedding_dim = embedding_dim
+        self.units = units
+        self.dropout = dropout
+        self.embedding = keras.layers.Embedding(vocab_size, embedding_dim, name="embedding")
+        self.rnn = keras.layers.Bidirectional(
+            keras.layers.LSTM(units, return_sequences=True, return_state=True), name="bilstm"
+        )
+        self.drop = keras.layers.Dropout(dropout)
+        # The mask is an explicit call argument; say so, so Keras does not warn that it is lost.
+        self.supports_masking = True
+
+    def compute_mask(self, ids, mask=None):
+        return None
+
+    def build(self, ids_shape):
+        self.embedding.build(ids_shape)
+        self.rnn.build(tuple(ids_shape) + (self.embedding_dim,))
+
+    def call(self, ids, mask=None, training=None):
+        if mask is None:
+            mask = ops.not_equal(ids, 0)
+        x = self.drop(self.embedding(ids), training=training)
+        outputs, fh, fc, bh, bc = self.rnn(x, mask=mask, training=training)
+        outputs = self.drop(outputs, training=training)
+        outputs = outputs * ops.cast(mask, outputs.dtype)[..., None]
+        return outputs, (ops.concatenate([fh, bh], -1), ops.concatenate([fc, bc], -1))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            vocab_size=self.vocab_size,
+            embedding_dim=self.embedding_dim,
+            units=self.units,
+            dropout=self.dropout,
+        )
+        return config

@@ -1,0 +1,139 @@
+"""Models assembled from the zoo's layers: the attentive sequence-to-sequence translator."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from zoo.decoders import AttentiveLSTMDecoder
+from zoo.encoders import BidirectionalLSTMEncoder
+from zoo.layers import BahdanauAttention, LuongAttention
+
+# The attention forms a recipe can name, and `none` for the bottleneck baseline.
+ATTENTION_TYPES = {
+    "bahdanau": lambda units: BahdanauAttention(units),
+    "normed_bahdanau": lambda units: BahdanauAttention(units, normalize=True),
+    "sigmoid_bahdanau": lambda units: BahdanauAttention(units, score_activation="sigmoid"),
+    "luong_dot": lambda units: LuongAttention("dot"),
+    "luong_scaled_dot": lambda units: LuongAttention("dot", scale="sqrt"),
+    "luong_general": lambda units: LuongAttention("general"),
+    "luong_concat": lambda units: LuongAttention("concat", units=units),
+    "none": lambda units: None,
+}
+
+
+def make_attention(name: str, units: int):
+    """An attention layer by name (`ATTENTION_TYPES`), or None for `"none"`."""
+    if name not in ATTENTION_TYPES:
+        raise ValueError(
+            f"unknown attention {name!r}; choose one of: {', '.join(ATTENTION_TYPES)}"
+        )
+    return ATTENTION_TYPES[name](units)
+
+
+def masked_loss(y_true, y_pred):
+    """Token cross-entropy averaged over non-padding target tokens (id 0 is padding)."""
+    mask = ops.cast(ops.not_equal(y_true, 0), "float32")
+    ce = keras.losses.sparse_categorical_crossentropy(y_true, y_pred, from_logits=True)
+    return ops.sum(ce * mask) / ops.maximum(ops.sum(mask), 1.0)
+
+
+def masked_accuracy(y_true, y_pred):
+    """Share of non-padding target tokens predicted right under teacher forcing."""
+    mask = ops.cast(ops.not_equal(y_true, 0), "float32")
+    hit = ops.cast(ops.equal(ops.cast(y_true, "int32"), ops.argmax(y_pred, -1)), "float32")
+    return ops.sum(hit * mask) / ops.maximum(ops.sum(mask), 1.0)
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class Seq2Seq(keras.Model):
+    """Bidirectional LSTM encoder + attentive LSTM decoder (Luong et al., 2015).
+
+    Args:
+        source_vocab_size, target_vocab_size: vocabulary sizes (id 0 is padding).
+        embedding_dim: token embedding size on both sides.
+        units: decoder LSTM units; the encoder has `units // 2` per direction, so its outputs
+            and final state (both directions concatenated) have `units` features.
+        attention: a name from `ATTENTION_TYPES`; `"none"` is the bottleneck baseline.
+        dropout: dropout rate in training.
+        input_feeding: Luong's input feeding (the previous attentional vector is fed back).
+
+    Call arguments:
+        inputs: dict with `"source"` int `(batch_size, Tv)` and `"target_in"` int
+            `(batch_size, T)` (START then the target, teacher forcing).
+
+    Returns:
+        float32 logits `(batch_size, T, target_vocab_size)`.
+    """
+
+    def __init__(
+        self,
+        source_vocab_size,
+        target_vocab_size,
+        embedding_dim=128,
+        units=256,
+        attention="bahdanau",
+        dropout=0.1,
+        input_feeding=True,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if units % 2:
+            raise ValueError(f"units must be even (split over two directions), got {units}")
+        self.source_vocab_size = source_vocab_size
+        self.target_vocab_size = target_vocab_size
+        self.embedding_dim = embedding_dim
+        self.units = units
+        self.attention_type = attention
+        self.dropout = dropout
+        self.input_feeding = input_feeding
+        self.encoder = BidirectionalLSTMEncoder(
+            source_vocab_size, embedding_dim, units // 2, dropout, name="encoder"
+        )
+        self.decoder = AttentiveLSTMDecoder(
+            target_vocab_size,
+            units,
+            embedding_dim,
+            make_attention(attention, units),
+            dropout,
+            input_feeding,
+            name="decoder",
+        )
+
+    def build(self, input_shape=None):
+        self.encoder.build((None, None))
+        self.decoder.build((None, None), (None, None, self.units))
+        self.built = True
+
+    def encode(self, source, training=False):
+        """`(memory, mask, (h, c))` for int source ids `(batch_size, Tv)`."""
+        mask = ops.not_equal(source, 0)
+        memory, state = self.encoder(source, mask=mask, training=training)
+        return memory, mask, state
+
+    def call(self, inputs, training=None):
+        logits, _ = self.forward(inputs["source"], inputs["target_in"], training=training)
+        return logits
+
+    def forward(self, source, target_in, training=None):
+        """Teacher-forced logits and attention weights `(batch_size, T, Tv)`."""
+        memory, mask, state = self.encode(source, training=training)
+        return self.decoder(target_in, memory, mask, initial_state=state, training=training)
+
+    def decoding_inputs(self, source):
+        """`(step_fn, initial_state, constants)` for `zoo.decoding.greedy_search/beam_search`."""
+        memory, mask, (h, c) = self.encode(source)
+        constants = self.decoder.prepare_memory(memory, mask)
+        return self.decoder.step, self.decoder.initial_state(h, c), constants
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "source_vocab_size": self.source_vocab_size,
+            "target_vocab_size": self.target_vocab_size,
+            "embedding_dim": self.embedding_dim,
+            "units": self.units,
+            "attention": self.attention_type,
+            "dropout": self.dropout,
+            "input_feeding": self.input_feeding,
+        }
