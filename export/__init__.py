@@ -1,0 +1,105 @@
+"""Export: a finished run -> a SavedModel for TF Serving and a TFLite model for LiteRT.
+
+    python -m export nmt [--run runs/nmt/latest] [--out exports]    # or: make export RECIPE=nmt
+    >>> from export import export
+    >>> export("nmt", "runs/nmt/latest", "exports")["saved_model"]
+    'exports/nmt/1'
+
+An exporter per recipe (`EXPORTERS`) reads a run folder through the recipe's own loader and
+writes the two artifacts with the shared pieces: `saved_model.write_version` (TF Serving's
+versioned layout, temporary folder then rename), `warmup.write_requests`,
+`saved_model.write_models_config` and `tflite.convert` (builtin ops only). Adding a recipe means
+one `save_<recipe>` (signatures) in `saved_model.py`, one `write_<recipe>` in `tflite.py`, and
+one entry here.
+
+Nothing here imports TensorFlow until an export runs, so `python -m export --help` and argument
+errors are instant.
+"""
+
+from __future__ import annotations
+
+import os
+
+# recipe -> the name of its exporter function in this module
+EXPORTERS = {"nmt": "export_nmt"}
+DEFAULT_EXPORTS = "exports"
+
+
+class ExportError(RuntimeError):
+    """The run cannot be exported as asked; the message says why and what to do."""
+
+
+def default_run(recipe: str) -> str:
+    """`runs/<recipe>/latest`, under `$ZOO_RUNS` when set (as training writes it)."""
+    return os.path.join(os.environ.get("ZOO_RUNS", "runs"), recipe, "latest")
+
+
+def check_run(recipe: str, run_dir: str) -> None:
+    """Fails fast, before TensorFlow loads, on a run folder that cannot be exported."""
+    if not os.path.isdir(run_dir):
+        raise ExportError(
+            f"no {recipe} run at {run_dir}; `make train RECIPE={recipe}` (or `python -m recipes "
+            f"train {recipe}`) creates one, or pass an existing run folder with --run"
+        )
+    for name, fix in (
+        ("config.json", f"is it a {recipe} run folder?"),
+        ("model.keras", f"its training has not finished; re-run `make train RECIPE={recipe}` "
+                        "with the same arguments to finish it"),
+    ):
+        if not os.path.exists(os.path.join(run_dir, name)):
+            raise ExportError(f"{run_dir} has no {name}: {fix}")
+
+
+def export(recipe: str, run_dir: str | None = None, exports_root: str = DEFAULT_EXPORTS,
+           tflite: bool = True, quantize: bool = False, base_path: str = "/models") -> dict:
+    """Exports a finished run of `recipe`; returns the paths written.
+
+    Args:
+        recipe: a name in `EXPORTERS`.
+        run_dir: the run folder. Defaults to `runs/<recipe>/latest`.
+        exports_root: where `<recipe>/<version>/`, `models.config` and `tflite/` go.
+        tflite: also write the TFLite model. Defaults to `True`.
+        quantize: also write a dynamic-range quantised TFLite model. Defaults to `False`.
+        base_path: where `exports_root` is mounted in the TF Serving container, for
+            `models.config`. Defaults to `"/models"`.
+
+    Returns:
+        dict with `"saved_model"` (the new version's folder), `"models_config"` and `"tflite"`
+        (a list of files).
+
+    Raises:
+        ExportError: unknown recipe, or a run folder of another recipe.
+        recipes.training.RunError: no run there, or its training has not finished.
+    """
+    if recipe not in EXPORTERS:
+        raise ExportError(
+            f"no exporter for recipe {recipe!r}; known: {', '.join(sorted(EXPORTERS))}"
+        )
+    run_dir = run_dir or default_run(recipe)
+    check_run(recipe, run_dir)
+    exporter = globals()[EXPORTERS[recipe]]
+    return exporter(run_dir, exports_root, tflite=tflite,
+                    quantize=quantize, base_path=base_path)
+
+
+def export_nmt(run_dir: str, exports_root: str = DEFAULT_EXPORTS, tflite: bool = True,
+               quantize: bool = False, base_path: str = "/models", replace_unk=None) -> dict:
+    """The nmt exporter: see `export`; `replace_unk` overrides the run's setting."""
+    from export import saved_model
+    from export import tflite as tflite_export
+    from recipes.translator import Translator
+
+    try:
+        translator = Translator.from_run(run_dir)
+    except TypeError as e:  # config.json has keys NmtConfig does not know
+        raise ExportError(
+            f"{run_dir} is not an nmt run ({e}); pass an nmt run with --run"
+        ) from None
+    folder = saved_model.write_version(
+        exports_root,
+        "nmt",
+        lambda tmp: saved_model.save_nmt(translator, tmp, "nmt", replace_unk=replace_unk),
+    )
+    config_path = saved_model.write_models_config(exports_root, base_path)
+    files = tflite_export.write_nmt(translator, exports_root, "nmt", quantize) if tflite else []
+    return {"saved_model": folder, "models_config": config_path, "tflite": files}

@@ -1,0 +1,84 @@
+"""Command line: `python -m export RECIPE [--run DIR] [--out exports]` (`make export RECIPE=nmt`)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+EXAMPLES = """examples:
+  python -m export nmt                              # runs/nmt/latest -> exports/
+  python -m export nmt --run runs/nmt/bahdanau-1a2b --out exports --quantize
+  docker run -p 8501:8501 -v $PWD/exports:/models tensorflow/serving \\
+      --model_config_file=/models/models.config
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m export",
+        description="Export a trained run: a SavedModel for TF Serving (exports/RECIPE/VERSION/, "
+        "exports/models.config) and a TFLite model for LiteRT (exports/tflite/).",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("recipe", help="nmt")
+    p.add_argument("--run", default=None, help="run folder (default runs/RECIPE/latest)")
+    p.add_argument("--out", default="exports", help="exports root (default exports)")
+    p.add_argument("--no-tflite", action="store_true", help="write the SavedModel only")
+    p.add_argument("--quantize", action="store_true",
+                   help="also write a dynamic-range quantised TFLite model")
+    p.add_argument("--base-path", default="/models",
+                   help="where the exports root is mounted in the server, for models.config "
+                        "(default /models)")
+    return p
+
+
+def _size(path: str) -> str:
+    if os.path.isdir(path):
+        total = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+    else:
+        total = os.path.getsize(path)
+    return f"{total / 1e6:.2f} MB" if total >= 1e5 else f"{total / 1e3:.1f} kB"
+
+
+def _expected(error: Exception) -> bool:
+    """The errors that mean a wrong run or argument, not a bug: shown without a traceback."""
+    import export
+
+    if isinstance(error, export.ExportError):
+        return True
+    from recipes.config import ConfigError
+    from recipes.training import RunError
+    from zoo.errors import DataError
+
+    return isinstance(error, (RunError, ConfigError, DataError))
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    import export
+
+    if args.recipe not in export.EXPORTERS:
+        print(f"error: no exporter for recipe {args.recipe!r}; known: "
+              f"{', '.join(sorted(export.EXPORTERS))}", file=sys.stderr)
+        return 2
+    try:
+        paths = export.export(args.recipe, args.run, args.out, tflite=not args.no_tflite,
+                              quantize=args.quantize, base_path=args.base_path)
+    except Exception as e:  # noqa: BLE001 - the project's own errors get one line, others raise
+        if not _expected(e):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"SavedModel  {paths['saved_model']}  ({_size(paths['saved_model'])})")
+    print(f"config      {paths['models_config']}")
+    for path in paths["tflite"]:
+        print(f"TFLite      {path}  ({_size(path)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

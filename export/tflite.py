@@ -1,0 +1,231 @@
+"""TFLite models for LiteRT: token ids in, token ids and attention out, builtin ops only.
+
+Layout written under an exports root (default `exports/`):
+
+    exports/tflite/
+      nmt.tflite                 the model (float32)
+      nmt.source_vocab.txt       one token per line, line number = id (line 0 is padding "")
+      nmt.target_vocab.txt
+      nmt.json                   shapes, special ids, tokenisation rules: what an app needs
+
+The nmt model is the encoder plus the whole greedy search loop (`zoo.decoding.greedy_search`)
+in one graph, converted with TFLite builtin ops only (no Flex delegate, no custom ops), so the
+standalone `ai_edge_litert.interpreter.Interpreter` runs it. Its one signature,
+`serving_default`, has a fixed shape:
+
+- input `source_ids`: int32 `[1, max_source_length]`, the source token ids padded with 0
+  (longer sentences must be cut to `max_source_length` tokens first).
+- output `tokens`: int32 `[1, max_target_length + 1]`, the output ids, then the end id (3)
+  where the model emitted it, then 0.
+- output `length`: int32 `[1]`, the number of output tokens before the end token.
+- output `attention`: float32 `[1, max_target_length + 1, max_source_length]`: row `t` is where
+  output token `t` looked (the row after the last token is the end token's); 0 elsewhere.
+- output `score`: float32 `[1]`, the sum of the emitted tokens' log-probabilities.
+
+It decodes exactly as the SavedModel's `greedy` signature (same step limit:
+`min(2 * source tokens + 10, max_target_length + 1)`). Tokenisation stays outside: ids come from
+the vocabulary files; `tokenize` below is a pure-Python version of `zoo.text.tokenize` for apps
+and tests. `TFLiteTranslator` is the small host-side wrapper.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import unicodedata
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from zoo import decoding
+from zoo import text as zoo_text
+
+TFLITE_DIR = "tflite"
+
+
+def nmt_archive(translator) -> keras.export.ExportArchive:
+    """The fixed-shape greedy translator (ids in, ids and attention out) as an ExportArchive."""
+    model, config = translator.model, translator.config
+    source_length = int(config.max_source_length)
+    out_length = int(config.max_target_length) + 1
+
+    def serving_default(source_ids):
+        lengths = tf.reduce_sum(tf.cast(source_ids != 0, tf.int32), 1)
+        max_length = tf.minimum(2 * tf.reduce_max(lengths) + 10, out_length)
+        step_fn, state, constants = model.decoding_inputs(source_ids)
+        start = tf.fill([1], zoo_text.START_ID)
+        out = decoding.greedy_search(step_fn, state, constants, start, zoo_text.END_ID, max_length)
+        missing = out_length - tf.shape(out["tokens"])[1]
+        tokens = tf.pad(out["tokens"], [[0, 0], [0, missing]])
+        attention = out["attention"]
+        depth_missing = source_length - tf.shape(attention)[2]  # 0 unless the model has none
+        attention = tf.pad(attention, [[0, 0], [0, missing], [0, depth_missing]])
+        return {
+            "tokens": tf.reshape(tokens, [1, out_length]),
+            "length": tf.reshape(out["lengths"], [1]),
+            "attention": tf.reshape(attention, [1, out_length, source_length]),
+            "score": tf.reshape(out["score"], [1]),
+        }
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        "serving_default",
+        serving_default,
+        input_signature=[tf.TensorSpec([1, source_length], tf.int32, name="source_ids")],
+    )
+    return archive
+
+
+def convert(archive: keras.export.ExportArchive, quantize: bool = False) -> bytes:
+    """Converts an archive's `serving_default` to a TFLite flatbuffer, builtin ops only.
+
+    `quantize=True` gives dynamic-range quantisation (int8 weights, float activations).
+    """
+    with tempfile.TemporaryDirectory(prefix="zoo-tflite-") as tmp:
+        archive.write_out(tmp, verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=["serving_default"])
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        if quantize:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        return converter.convert()
+
+
+def _write_bytes(path: str, data: bytes) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def write_nmt(translator, exports_root: str, name: str = "nmt", quantize: bool = False) -> list[str]:
+    """Writes `exports_root/tflite/<name>.tflite` and its vocabulary and metadata files.
+
+    With `quantize=True` also `<name>.dynamic_range.tflite`. Each file is written to a
+    temporary name and renamed. Returns the paths written.
+    """
+    folder = os.path.join(exports_root, TFLITE_DIR)
+    os.makedirs(folder, exist_ok=True)
+    archive = nmt_archive(translator)
+    config = translator.config
+    paths = []
+    model_path = os.path.join(folder, f"{name}.tflite")
+    _write_bytes(model_path, convert(archive))
+    paths.append(model_path)
+    if quantize:
+        quantized_path = os.path.join(folder, f"{name}.dynamic_range.tflite")
+        _write_bytes(quantized_path, convert(archive, quantize=True))
+        paths.append(quantized_path)
+    for side, vocab in (("source", translator.source_vocab), ("target", translator.target_vocab)):
+        path = os.path.join(folder, f"{name}.{side}_vocab.txt")
+        _write_bytes(path, ("\n".join(vocab.tokens) + "\n").encode("utf-8"))
+        paths.append(path)
+    meta = {
+        "model": f"{name}.tflite",
+        "source_vocab": f"{name}.source_vocab.txt",
+        "target_vocab": f"{name}.target_vocab.txt",
+        "inputs": {"source_ids": ["int32", [1, config.max_source_length]]},
+        "outputs": {
+            "tokens": ["int32", [1, config.max_target_length + 1]],
+            "length": ["int32", [1]],
+            "attention": ["float32", [1, config.max_target_length + 1, config.max_source_length]],
+            "score": ["float32", [1]],
+        },
+        "max_source_length": config.max_source_length,
+        "max_target_length": config.max_target_length,
+        "special_ids": {"pad": zoo_text.PAD_ID, "unk": zoo_text.UNK_ID,
+                        "start": zoo_text.START_ID, "end": zoo_text.END_ID},
+        "tokenization": "lower-case, NFKC, punctuation split off, whitespace split "
+                        "(export.tflite.tokenize); unknown words -> unk id",
+        "decoding": "greedy",
+    }
+    meta_path = os.path.join(folder, f"{name}.json")
+    _write_bytes(meta_path, (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
+    paths.append(meta_path)
+    return paths
+
+
+# -- host side: what an app does around the model --------------------------------------------
+
+_PUNCTUATION = re.compile(r"""([.,!?;:¿¡"()\[\]«»…])""")
+_SPACE_BEFORE_PUNCT = re.compile(r""" ([.,!?;:…)\]»])""")
+
+
+def tokenize(sentence) -> list[str]:
+    """Pure-Python `zoo.text.tokenize` for one sentence (str, or bytes decoded leniently).
+
+    Invalid UTF-8 and C0 control characters (tabs and newlines too) become U+FFFD, then NFKC, lower case, punctuation split
+    off, whitespace split. Matches the graph tokenizer on ordinary text (Python's and ICU's
+    lower-casing can differ on a few special letters).
+    """
+    if isinstance(sentence, bytes):
+        sentence = sentence.decode("utf-8", errors="replace")
+    sentence = "".join("\ufffd" if ord(ch) < 0x20 else ch for ch in sentence)
+    sentence = unicodedata.normalize("NFKC", sentence).lower()
+    return _PUNCTUATION.sub(r" \1 ", sentence).split()
+
+
+def detokenize(tokens: list[str]) -> str:
+    """Pure-Python `zoo.text.detokenize`: joined by spaces, none before closing punctuation."""
+    return _SPACE_BEFORE_PUNCT.sub(r"\1", " ".join(tokens))
+
+
+def read_vocabulary(path: str) -> list[str]:
+    with open(path, encoding="utf-8") as f:
+        return f.read().split("\n")[:-1]
+
+
+class TFLiteTranslator:
+    """Runs an exported `<name>.tflite` with the standalone LiteRT interpreter.
+
+    >>> model = TFLiteTranslator("exports/tflite/nmt.tflite")
+    >>> model.translate("three hundred forty-two")["translation"]
+    'trois cent quarante-deux'
+    """
+
+    def __init__(self, path: str):
+        from ai_edge_litert.interpreter import Interpreter
+
+        stem = path[: -len(".tflite")]
+        if stem.endswith(".dynamic_range"):
+            stem = stem[: -len(".dynamic_range")]
+        with open(f"{stem}.json", encoding="utf-8") as f:
+            self.meta = json.load(f)
+        folder = os.path.dirname(path)
+        self.source_tokens = read_vocabulary(os.path.join(folder, self.meta["source_vocab"]))
+        self.target_tokens = read_vocabulary(os.path.join(folder, self.meta["target_vocab"]))
+        self.source_ids_of = {t: i for i, t in enumerate(self.source_tokens) if i}
+        self.max_source_length = int(self.meta["max_source_length"])
+        self.interpreter = Interpreter(model_path=path)
+        self.runner = self.interpreter.get_signature_runner("serving_default")
+
+    def encode(self, tokens: list[str]) -> np.ndarray:
+        """Source tokens -> int32 `[1, max_source_length]` ids (cut to fit, padded with 0)."""
+        ids = np.zeros((1, self.max_source_length), np.int32)
+        for i, token in enumerate(tokens[: self.max_source_length]):
+            ids[0, i] = self.source_ids_of.get(token, zoo_text.UNK_ID)
+        return ids
+
+    def decode_ids(self, source_ids: np.ndarray) -> dict:
+        """int32 `[1, max_source_length]` -> tokens, length, attention, score (numpy)."""
+        return self.runner(source_ids=np.asarray(source_ids, np.int32))
+
+    def translate(self, sentence) -> dict:
+        """One sentence -> translation, tokens (with `[END]` when emitted), attention
+        `[len(tokens), len(source_tokens)]` and score."""
+        source = tokenize(sentence)[: self.max_source_length]
+        out = self.decode_ids(self.encode(source))
+        n = int(out["length"][0])
+        ids = out["tokens"][0]
+        rows = n + 1 if n < len(ids) and ids[n] == zoo_text.END_ID else n
+        tokens = [self.target_tokens[i] for i in ids[:rows]]
+        return {
+            "translation": detokenize(tokens[:n]),
+            "source_tokens": source,
+            "target_tokens": tokens,
+            "attention": out["attention"][0, :rows, : len(source)],
+            "score": float(out["score"][0]),
+        }

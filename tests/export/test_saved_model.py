@@ -1,0 +1,231 @@
+"""The nmt SavedModel: TF Serving layout, a clean-process load, signatures, agreement with the
+Keras model, bad requests, warmup records and `saved_model_cli`."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.export.conftest import TEXTS, TINY_NMT
+
+OUTPUTS = {
+    "translation": ("string", 1),
+    "attention": ("float32", 3),
+    "source_tokens": ("string", 2),
+    "target_tokens": ("string", 2),
+    "score": ("float32", 1),
+}
+
+
+# -- layout ----------------------------------------------------------------------------------
+
+
+def test_layout_and_models_config(nmt_export):
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    root = nmt_export["root"]
+    version = nmt_export["saved_model"]
+    assert os.path.dirname(version) == os.path.join(root, "nmt")
+    assert os.path.basename(version).isdigit()
+    for name in ("saved_model.pb", "variables", "assets.extra/tf_serving_warmup_requests"):
+        assert os.path.exists(os.path.join(version, name)), name
+    assert not [n for n in os.listdir(root) if n.startswith(".tmp-")]  # no leftover temp folder
+    with open(nmt_export["models_config"], encoding="utf-8") as f:
+        config = text_format.Parse(f.read(), model_server_config_pb2.ModelServerConfig())
+    entries = [(c.name, c.base_path, c.model_platform) for c in config.model_config_list.config]
+    assert entries == [("nmt", "/models/nmt", "tensorflow")]
+
+
+def test_write_version_takes_the_next_free_number_and_never_touches_existing(tmp_path):
+    from export.saved_model import write_version
+
+    (tmp_path / "nmt" / "1").mkdir(parents=True)
+    (tmp_path / "nmt" / "1" / "keep").write_text("v1")
+
+    def write(folder):
+        # A concurrent export finishes version 2 while this one is being written.
+        (tmp_path / "nmt" / "2").mkdir()
+        (tmp_path / "nmt" / "2" / "keep").write_text("v2")
+        with open(os.path.join(folder, "saved_model.pb"), "w") as f:
+            f.write("new")
+
+    final = write_version(str(tmp_path), "nmt", write)
+    assert final == str(tmp_path / "nmt" / "3")
+    assert (tmp_path / "nmt" / "3" / "saved_model.pb").read_text() == "new"
+    assert (tmp_path / "nmt" / "1" / "keep").read_text() == "v1"
+    assert (tmp_path / "nmt" / "2" / "keep").read_text() == "v2"
+    assert sorted(os.listdir(tmp_path)) == ["nmt"]  # the temporary folder is gone
+
+
+def test_write_version_cleans_up_after_a_failed_write(tmp_path):
+    from export.saved_model import write_version
+
+    def write(folder):
+        raise RuntimeError("conversion failed")
+
+    with pytest.raises(RuntimeError, match="conversion failed"):
+        write_version(str(tmp_path), "nmt", write)
+    assert os.listdir(tmp_path / "nmt") == []
+    assert sorted(os.listdir(tmp_path)) == ["nmt"]
+
+
+def test_models_config_lists_every_exported_model(tmp_path):
+    from export.saved_model import write_models_config
+
+    for path in ("nmt/1", "nmt/4", "captioning/2", "tflite", ".tmp-nmt-x/1", "empty"):
+        (tmp_path / path).mkdir(parents=True)
+    for path in ("nmt/4", "captioning/2", ".tmp-nmt-x/1"):
+        (tmp_path / path / "saved_model.pb").write_text("")
+    text = open(write_models_config(str(tmp_path), "/srv/models/")).read()
+    assert text.count("config {") == 2
+    assert 'name: "captioning"' in text and 'base_path: "/srv/models/captioning"' in text
+    assert 'name: "nmt"' in text and 'base_path: "/srv/models/nmt"' in text
+
+
+# -- the clean process -----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_loads_without_project_code_and_every_signature_answers(clean_outputs):
+    assert clean_outputs["reachable"] == []
+    assert clean_outputs["project_modules"] == []
+    assert clean_outputs["signatures"] == ["greedy", "serving_default"]
+    # Every op outside core TensorFlow is a TF Text op (which TF Serving links): no other
+    # custom op.
+    assert clean_outputs["not_core_ops"] and clean_outputs["unknown_ops"] == []
+    for signature in ("serving_default", "greedy"):
+        for batch, size in (("texts", len(TEXTS)), ("empty_batch", 0)):
+            out = clean_outputs["outputs"][f"{signature}/{batch}"]
+            assert set(out) == set(OUTPUTS)
+            for name, (dtype, rank) in OUTPUTS.items():
+                value = out[name]
+                assert value.ndim == rank and value.shape[0] == size, (signature, batch, name)
+                if dtype == "float32":
+                    assert value.dtype == np.float32 and np.isfinite(value).all()
+            t_out, t_in = out["attention"].shape[1:]
+            assert out["target_tokens"].shape[1] == t_out
+            assert out["source_tokens"].shape[1] == t_in
+
+
+def _compare_with_keras(out, results):
+    for i, result in enumerate(results):
+        n_src = len(result.source_tokens)
+        assert list(out["source_tokens"][i, :n_src]) == result.source_tokens
+        assert set(out["source_tokens"][i, n_src:]) <= {""}
+        n = len(result.tokens)
+        assert list(out["target_tokens"][i, :n]) == result.tokens, i
+        rows = result.attention.shape[0]
+        assert list(out["target_tokens"][i, n:rows]) == ["[END]"] * (rows - n)
+        assert set(out["target_tokens"][i, rows:]) <= {""}
+        assert out["translation"][i] == result.text
+        np.testing.assert_allclose(out["score"][i], result.score, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            out["attention"][i, :rows, :n_src], result.attention, rtol=0, atol=1e-5
+        )
+        assert not out["attention"][i, rows:].any() and not out["attention"][i, :, n_src:].any()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signature,beam", [("serving_default", TINY_NMT["beam_size"]),
+                                            ("greedy", 1)])
+def test_matches_the_keras_model(clean_outputs, translator, signature, beam):
+    # One batch, as the SavedModel got them: the step limit depends on the longest sentence.
+    results = translator.translate(TEXTS, beam=beam, batch_size=len(TEXTS))
+    assert translator.config.replace_unk == "true"
+    _compare_with_keras(clean_outputs["outputs"][f"{signature}/texts"], results)
+
+
+@pytest.mark.slow
+def test_bad_requests_give_documented_outputs(clean_outputs, translator):
+    from zoo.text import python_tokens
+
+    out = clean_outputs["outputs"]["serving_default/texts"]
+    max_len = TINY_NMT["max_source_length"]
+    tokens = [[t for t in row if t] for row in out["source_tokens"]]
+    # Empty and whitespace-only: no source tokens, still a translation (possibly empty).
+    assert tokens[TEXTS.index("")] == [] and tokens[TEXTS.index("   ")] == []
+    # Too long: the first max_source_length tokens are kept.
+    long_i = next(i for i, t in enumerate(TEXTS) if isinstance(t, str) and len(t) > 100)
+    assert tokens[long_i] == python_tokens([TEXTS[long_i]])[0][:max_len]
+    # Invalid UTF-8: each bad byte became U+FFFD; the output is valid UTF-8 (it was decoded).
+    bad_i = next(i for i, t in enumerate(TEXTS) if isinstance(t, bytes))
+    assert "\ufffd" in "".join(tokens[bad_i]) and "seven" in tokens[bad_i]
+    # Unknown words decode like any other (as [UNK] ids).
+    unknown_i = TEXTS.index("zzzz qqq blorf")
+    assert tokens[unknown_i] == ["zzzz", "qqq", "blorf"]
+    import tensorflow as tf
+
+    ids = translator.source_vocab.ids(tf.constant(tokens[unknown_i])).numpy()
+    assert (ids == 1).all()
+    # Attention: real output rows sum to 1 over real source tokens, except without any.
+    for i, row_tokens in enumerate(out["target_tokens"]):
+        rows = sum(1 for t in row_tokens if t)
+        sums = out["attention"][i, :rows].sum(-1)
+        expected = 1.0 if tokens[i] else 0.0
+        np.testing.assert_allclose(sums, expected, atol=1e-5)
+
+
+def test_replace_unknown_points_at_the_attended_source_token():
+    import tensorflow as tf
+
+    from export.saved_model import replace_unknown
+
+    words = tf.constant([["[UNK]", "b", "[UNK]"], ["[UNK]", "[UNK]", ""]])
+    ids = tf.constant([[1, 5, 1], [1, 1, 0]])
+    lengths = tf.constant([3, 1])
+    source = tf.constant([["x", "y", "z"], ["", "", ""]])
+    source_lengths = tf.constant([3, 0])
+    attention = tf.constant(
+        [[[0.1, 0.8, 0.1], [1, 0, 0], [0.2, 0.3, 0.5]], [[0, 0, 0]] * 3], tf.float32
+    )
+    out = replace_unknown(words, ids, lengths, source, source_lengths, attention).numpy()
+    # Row 0: both [UNK]s replaced; row 1: no source tokens, so [UNK] stays.
+    assert out.tolist() == [[b"y", b"b", b"z"], [b"[UNK]", b"[UNK]", b""]]
+
+
+# -- warmup and saved_model_cli --------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_warmup_requests_are_real_requests(nmt_export, loaded_saved_model):
+    import tensorflow as tf
+
+    from export.warmup import read_requests
+
+    requests = read_requests(nmt_export["saved_model"])
+    assert len(requests) >= 2
+    assert {r.model_spec.signature_name for r in requests} == {"serving_default", "greedy"}
+    for request in requests:
+        assert request.model_spec.name == "nmt"
+        signature = loaded_saved_model.signatures[request.model_spec.signature_name]
+        inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+        assert set(inputs) == set(signature.structured_input_signature[1]) == {"text"}
+        out = signature(**{k: tf.constant(v) for k, v in inputs.items()})
+        assert out["translation"].shape[0] == len(inputs["text"])
+
+
+@pytest.mark.slow
+def test_saved_model_cli_shows_the_contract(nmt_export):
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    proc = subprocess.run(
+        [cli, "show", "--all", "--dir", nmt_export["saved_model"]],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    dump = proc.stdout
+    for signature in ("serving_default", "greedy"):
+        start = dump.index(f"signature_def['{signature}']")
+        block = dump[start : dump.find("signature_def[", start + 1)]
+        assert "inputs['text'] tensor_info:\n        dtype: DT_STRING\n        shape: (-1)" in block
+        for name, shape, dtype in (
+            ("translation", "(-1)", "DT_STRING"),
+            ("attention", "(-1, -1, -1)", "DT_FLOAT"),
+            ("source_tokens", "(-1, -1)", "DT_STRING"),
+            ("target_tokens", "(-1, -1)", "DT_STRING"),
+            ("score", "(-1)", "DT_FLOAT"),
+        ):
+            assert f"outputs['{name}'] tensor_info:\n        dtype: {dtype}\n        shape: {shape}" \
+                in block, (signature, name)
