@@ -53,7 +53,7 @@ class NmtConfig:
     input_feeding: bool = True
     # Training.
     batch_size: int = 128
-    epochs: int = 10
+    epochs: int = 8
     learning_rate: float = 0.003
     clipnorm: float = 1.0
     patience: int = 3
@@ -112,6 +112,20 @@ class NmtData:
 def load_pairs(config: NmtConfig):
     """(train, validation, test, report) sentence pairs for the config's data."""
     if config.data == "num2words":
+        keys = ("train_size", "validation_size", "test_size", "source_lang", "target_lang",
+                "seed", "max_digits", "max_items")
+        cache = os.path.join(
+            training.RUNS_ROOT, NAME, ".corpus",
+            fingerprint(config, ignore=[k for k in to_dict(config) if k not in keys]) + ".json",
+        )
+        report = f"num2words {config.source_lang}->{config.target_lang}"
+        if os.path.exists(cache):  # generating takes ~30 s; evaluate and tune reuse it
+            try:
+                with open(cache, encoding="utf-8") as f:
+                    splits = json.load(f)
+                return (*[[tuple(p) for p in splits[k]] for k in ("train", "validation", "test")], report)
+            except (OSError, ValueError, KeyError):
+                pass  # a damaged cache is regenerated below
         corpus = num2words_corpus.make_corpus(
             config.train_size,
             config.validation_size,
@@ -122,7 +136,8 @@ def load_pairs(config: NmtConfig):
             max_digits=config.max_digits,
             max_items=config.max_items,
         )
-        report = f"num2words {config.source_lang}->{config.target_lang}"
+        os.makedirs(os.path.dirname(cache), exist_ok=True)
+        write_json(cache, dataclasses.asdict(corpus))
         return corpus.train, corpus.validation, corpus.test, report
     pairs, report = tsv.read_tsv(config.data)
     train, validation, test = tsv.split_pairs(pairs, seed=config.seed)
@@ -338,3 +353,67 @@ def evaluate(run_dir: str, beam: int | None = None, **kwargs) -> dict:
     from recipes.translator import evaluate as _evaluate
 
     return _evaluate(run_dir, beam=beam, **kwargs)
+
+
+# -- the headline comparison -----------------------------------------------------------------
+
+
+def compare_attention(config: NmtConfig, baseline: str = "none") -> dict:
+    """Trains `config` and the same config with `attention=none` (same data, same epochs),
+    evaluates both on the test split and writes a table and a plot of quality by source length
+    to `runs/nmt/compare-<hash>/`."""
+    from recipes.translator import evaluate as _evaluate
+    from zoo.plots import plot_quality_by_length
+
+    reports = {}
+    for attention in (config.attention, baseline):
+        variant = dataclasses.replace(config, attention=attention, run_id="")
+        print(f"== training attention={attention}")
+        run = train(variant)
+        reports[attention] = _evaluate(run, quiet=True)
+        reports[attention]["run"] = run
+    out_dir = training.run_dir_for(NAME, f"compare-{fingerprint(config, ignore=('run_id',))}")
+    os.makedirs(out_dir, exist_ok=True)
+    table = {name: {b: s["exact_match"] for b, s in r["by_length"].items()} for name, r in reports.items()}
+    plot_quality_by_length(table, os.path.join(out_dir, "exact_match_by_length.png"))
+    bleu = {name: {b: s["bleu"] for b, s in r["by_length"].items()} for name, r in reports.items()}
+    plot_quality_by_length(bleu, os.path.join(out_dir, "bleu_by_length.png"), metric="bleu")
+    lines = ["| source tokens | " + " | ".join(f"{n} exact % | {n} BLEU" for n in reports) + " |"]
+    lines.append("|---|" + "---:|---:|" * len(reports))
+    buckets = list(next(iter(reports.values()))["by_length"])
+    for b in buckets + ["all"]:
+        cells = []
+        for r in reports.values():
+            s = r["overall"] if b == "all" else r["by_length"].get(b, {"exact_match": 0, "bleu": 0})
+            cells += [f"{s['exact_match']:.2f}", f"{s['bleu']:.2f}"]
+        lines.append(f"| {b} | " + " | ".join(cells) + " |")
+    markdown = "\n".join(lines)
+    with open(os.path.join(out_dir, "compare.md"), "w", encoding="utf-8") as f:
+        f.write(markdown + "\n")
+    write_json(os.path.join(out_dir, "compare.json"), reports)
+    print(markdown)
+    print(f"plots and tables in {out_dir}")
+    return reports
+
+
+# -- hyperparameter search space (keras-tuner) -------------------------------------------------
+
+
+def search_space(hp, config: NmtConfig) -> NmtConfig:
+    """The nmt search space: `config` with values drawn from `hp` (a `kt.HyperParameters`)."""
+    return dataclasses.replace(
+        config,
+        attention=hp.Choice("attention", list(ATTENTION_TYPES)),
+        units=hp.Choice("units", [64, 128, 256]),
+        embedding_dim=hp.Choice("embedding_dim", [32, 64, 128]),
+        dropout=hp.Choice("dropout", [0.0, 0.1, 0.2]),
+        learning_rate=hp.Choice("learning_rate", [1e-3, 3e-3, 1e-2]),
+        beam_size=hp.Choice("beam_size", [1, 4]),
+    )
+
+
+def tune(config: NmtConfig, **settings) -> str:
+    """Searches `search_space` around `config` with keras-tuner (see `recipes.tuning`)."""
+    from recipes import tuning
+
+    return tuning.tune(NAME, config, **settings)

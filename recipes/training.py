@@ -90,6 +90,11 @@ def load_model_checked(path: str, what: str = "model") -> keras.Model:
     try:
         return keras.models.load_model(path, safe_mode=True)
     except Exception as e:  # noqa: BLE001 - any failure to read means the same to the user
+        if "safe_mode" in str(e):
+            raise RunError(
+                f"{what} file {path} contains Python code (e.g. a Lambda layer), which safe "
+                "mode refuses to run; the project's own files never do: is it from elsewhere?"
+            ) from None
         raise RunError(
             f"{what} file {path} is corrupt or unreadable ({type(e).__name__}: "
             f"{str(e).splitlines()[0][:200] if str(e) else ''}); delete the run folder "
