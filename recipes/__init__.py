@@ -43,3 +43,31 @@ def load(path: str):
     from recipes.translator import Translator
 
     return Translator.from_run(run_dir)
+
+
+def plot_attention(result, path, title=None, image=None):
+    """Writes the picture of where a model looked; returns the matplotlib figure.
+
+    A `Translation` gives a heatmap (source tokens across, output tokens down); a `Caption`
+    gives the image and one attention overlay per word, and needs the `image` it describes.
+
+    >>> result = load("runs/nmt/latest").translate(["three hundred forty-two"])[0]
+    >>> plot_attention(result, "alignment.png")
+    """
+    if hasattr(result, "source_tokens"):
+        from recipes.translator import plot_translation
+
+        return plot_translation(result, path, title=title)
+    if image is None:
+        raise ValueError("plot_attention(caption, path, image=...): a caption's overlays need "
+                         "the image it describes (a path, bytes or an array)")
+    from recipes.captioning import plot_caption
+
+    if isinstance(image, (str, os.PathLike)):
+        with open(image, "rb") as f:
+            image = f.read()
+    if isinstance(image, (bytes, bytearray)):  # an encoded JPEG, PNG, ...: shown full size
+        import tensorflow as tf
+
+        image = tf.io.decode_image(bytes(image), channels=3, expand_animations=False).numpy()
+    return plot_caption(image, result, path)

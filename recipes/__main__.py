@@ -60,7 +60,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    # Sentences and image files may also follow the options: `translate nmt --beam 4 "..."`.
+    if extra and args.command in ("translate", "caption") and not any(
+        e.startswith("-") for e in extra
+    ):
+        getattr(args, "texts" if args.command == "translate" else "images").extend(extra)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from recipes import get_recipe
     from recipes.config import ConfigError
     from recipes.training import RunError

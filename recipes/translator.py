@@ -268,3 +268,105 @@ class AttentionImages(keras.callbacks.Callback):
 
                 plt.close(fig)
         self.writer.flush()
+
+
+# -- an exported SavedModel behind the same API ----------------------------------------------
+
+
+def saved_model_folder(path: str) -> str:
+    """`path` itself when it holds a SavedModel, else its newest integer version
+    (`exports/nmt` -> `exports/nmt/3`); a clear error, naming the command that writes one."""
+    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+        return path
+    if os.path.isdir(path):
+        found = [int(n) for n in os.listdir(path)
+                 if n.isdigit() and os.path.isfile(os.path.join(path, n, "saved_model.pb"))]
+        if found:
+            return os.path.join(path, str(max(found)))
+    raise training.RunError(
+        f"no SavedModel at {path}; `make export RECIPE=nmt` (or `python -m export nmt`) writes "
+        "one to exports/nmt/<version>/"
+    )
+
+
+class SavedModelTranslator:
+    """An exported nmt SavedModel (`python -m export nmt`) behind `Translator.translate`, so an
+    artifact can be checked with the same calls and commands before it ships.
+
+    The SavedModel fixed its decoding at export time: `serving_default` is beam search with the
+    run's `beam_size` and penalties, `greedy` is greedy search, and each returns one translation
+    per sentence. It needs TensorFlow and TF Text only, as TF Serving does.
+
+    >>> model = SavedModelTranslator("exports/nmt/1")  # or "exports/nmt": the newest version
+    >>> model.translate(["three hundred forty-two"], beam=1)[0].text
+    'trois cent quarante-deux'
+    """
+
+    def __init__(self, path: str):
+        import tensorflow_text  # noqa: F401 - registers the TF Text ops the graph uses
+
+        self.path = saved_model_folder(path)
+        self.model = tf.saved_model.load(self.path)
+        missing = [s for s in ("serving_default", "greedy") if s not in self.model.signatures]
+        if missing:
+            raise training.RunError(
+                f"{self.path} is not an nmt SavedModel: it has no {' or '.join(missing)} "
+                "signature; `make export RECIPE=nmt` writes one"
+            )
+
+    def translate(self, texts, beam=None, n_best=1, replace_unk=None, batch_size=64,
+                  progress=None) -> list[Translation]:
+        """Translates strings (or UTF-8 bytes); one `Translation` per input, in input order.
+
+        Args:
+            texts: strings; an empty one gets whatever the model says for no source tokens.
+            beam: 1 calls the `greedy` signature; `None` or more calls `serving_default`, whose
+                beam size was fixed at export (the run's `beam_size`).
+            n_best: must be 1: the SavedModel returns one hypothesis per sentence.
+            replace_unk: must be `None`: fixed at export (the run's setting).
+            batch_size: sentences per call of the signature.
+            progress: optional callable(n_done) called after each batch.
+        """
+        if n_best != 1:
+            raise ValueError(
+                f"n_best={n_best}: an exported SavedModel returns one translation per sentence; "
+                "use the run folder (--run, or load('runs/nmt/latest')) for n-best lists"
+            )
+        if replace_unk is not None:
+            raise ValueError(
+                "replace_unk is fixed when the SavedModel is exported (it follows the run's "
+                "setting); use the run folder to change it"
+            )
+        if beam is not None and int(beam) < 1:
+            raise ValueError(f"beam={beam}: must be at least 1 (1 is greedy search)")
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size}: must be at least 1")
+        signature = self.model.signatures["greedy" if beam == 1 else "serving_default"]
+        texts = list(texts)
+        # Similar lengths together: the signature decodes up to the batch's longest sentence.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i].split()))
+        results: list[Translation | None] = [None] * len(texts)
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            out = signature(text=tf.constant([texts[i] for i in idx], tf.string))
+            out = {k: v.numpy() for k, v in out.items()}
+            for row, i in enumerate(idx):
+                results[i] = self._result(out, row)
+            if progress is not None:
+                progress(len(idx))
+        return results
+
+    @staticmethod
+    def _result(out, row) -> Translation:
+        source = [t.decode("utf-8") for t in out["source_tokens"][row] if t]
+        target = [t.decode("utf-8") for t in out["target_tokens"][row] if t]
+        # target_tokens ends with "[END]" where the model emitted it: that row is the end token's.
+        words = target[: target.index(text.END)] if text.END in target else target
+        rows = min(len(target), len(words) + 1)
+        return Translation(
+            text=out["translation"][row].decode("utf-8"),
+            tokens=words,
+            score=float(out["score"][row]),
+            attention=out["attention"][row, :rows, : len(source)],
+            source_tokens=source,
+        )
