@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 
 # recipe -> the name of its exporter function in this module
-EXPORTERS = {"nmt": "export_nmt"}
+EXPORTERS = {"nmt": "export_nmt", "captioning": "export_captioning"}
 DEFAULT_EXPORTS = "exports"
 
 
@@ -41,8 +41,10 @@ def check_run(recipe: str, run_dir: str) -> None:
             f"no {recipe} run at {run_dir}; `make train RECIPE={recipe}` (or `python -m recipes "
             f"train {recipe}`) creates one, or pass an existing run folder with --run"
         )
+    vocabularies = {"nmt": ("source_vocab.txt", "target_vocab.txt"), "captioning": ("vocab.txt",)}
     for name, fix in (
         ("config.json", f"is it a {recipe} run folder?"),
+        *((vocab, f"is it a {recipe} run folder?") for vocab in vocabularies.get(recipe, ())),
         ("model.keras", f"its training has not finished; re-run `make train RECIPE={recipe}` "
                         "with the same arguments to finish it"),
     ):
@@ -102,4 +104,27 @@ def export_nmt(run_dir: str, exports_root: str = DEFAULT_EXPORTS, tflite: bool =
     )
     config_path = saved_model.write_models_config(exports_root, base_path)
     files = tflite_export.write_nmt(translator, exports_root, "nmt", quantize) if tflite else []
+    return {"saved_model": folder, "models_config": config_path, "tflite": files}
+
+
+def export_captioning(run_dir: str, exports_root: str = DEFAULT_EXPORTS, tflite: bool = True,
+                      quantize: bool = False, base_path: str = "/models") -> dict:
+    """The captioning exporter: see `export`."""
+    from export import saved_model
+    from export import tflite as tflite_export
+    from recipes.captioning import Captioner
+
+    try:
+        captioner = Captioner.from_run(run_dir)
+    except TypeError as e:  # config.json has keys CaptioningConfig does not know
+        raise ExportError(
+            f"{run_dir} is not a captioning run ({e}); pass a captioning run with --run"
+        ) from None
+    folder = saved_model.write_version(
+        exports_root, "captioning",
+        lambda tmp: saved_model.save_captioning(captioner, tmp, "captioning"),
+    )
+    config_path = saved_model.write_models_config(exports_root, base_path)
+    files = (tflite_export.write_captioning(captioner, exports_root, "captioning", quantize)
+             if tflite else [])
     return {"saved_model": folder, "models_config": config_path, "tflite": files}

@@ -11,6 +11,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 EXAMPLES = """examples:
   python -m export nmt                              # runs/nmt/latest -> exports/
   python -m export nmt --run runs/nmt/bahdanau-1a2b --out exports --quantize
+  python -m export captioning                       # runs/captioning/latest -> exports/
   docker run -p 8501:8501 -v $PWD/exports:/models tensorflow/serving \\
       --model_config_file=/models/models.config
 """
@@ -24,7 +25,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("recipe", help="nmt")
+    p.add_argument("recipe", help="nmt or captioning")
     p.add_argument("--run", default=None, help="run folder (default runs/RECIPE/latest)")
     p.add_argument("--out", default="exports", help="exports root (default exports)")
     p.add_argument("--no-tflite", action="store_true", help="write the SavedModel only")

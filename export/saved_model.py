@@ -1,4 +1,4 @@
-"""SavedModels for TF Serving: versioned folders, `models.config`, and the nmt signatures.
+"""SavedModels for TF Serving: versioned folders, `models.config`, and each recipe's signatures.
 
 Layout written under an exports root (default `exports/`):
 
@@ -10,14 +10,18 @@ Layout written under an exports root (default `exports/`):
           variables/
           assets.extra/tf_serving_warmup_requests
         2/ ...
+      captioning/
+        1/ ...
 
 A version is built in a temporary folder `exports/.tmp-<recipe>-*` (outside every model's base
 path, so a server never sees it) and then renamed into place, so a server watching
 `exports/<recipe>/` only ever sees complete versions.
 
-The nmt SavedModel takes raw strings and does everything in the graph with TensorFlow and
-tensorflow-text ops (the ops TF Serving links since 2.2), so it loads in any process that has
-`tensorflow` and `tensorflow_text` and none of this project's code. Signatures:
+Everything from the request to the answer is in the graph, written with TensorFlow ops and
+tensorflow-text ops (which TF Serving links since 2.2), so a SavedModel loads in any process that
+has `tensorflow` and `tensorflow_text` and none of this project's code.
+
+nmt signatures:
 
 - `serving_default`: beam search with the run's `beam_size`, `length_penalty` and
   `coverage_penalty` (greedy when `beam_size` is 1).
@@ -36,20 +40,30 @@ Both take `text`: string `[B]` and return
 - `score`: float32 `[B]`: the hypothesis score (beam search: GNMT's penalised score; greedy: the
   sum of the token log-probabilities, the end token included).
 
-Requests that are not ordinary sentences give outputs, never an error:
+nmt requests that are not ordinary sentences give outputs, never an error:
 
 - Empty (or whitespace-only) string: no source tokens; the model decodes from an empty source
   (an all-padding input of width 1), which gives whatever the model says for nothing, usually
-  a short or empty translation. `source_tokens` is one `""`, its attention column is 0.
+  a short or empty translation. Its `source_tokens` row is all `""`, its attention all 0.
 - Longer than the run's `max_source_length` tokens: only the first `max_source_length` tokens
   are translated (the rest are dropped, as in training); `source_tokens` shows what was kept.
-  The translation is at most `max_target_length` tokens long (and at most
-  `2 * source tokens + 10`).
+  A translation has at most `min(2 * source tokens + 10, max_target_length + 1)` tokens, the
+  end token included, the source count being the longest in the batch.
 - Invalid UTF-8: each bad byte becomes U+FFFD, as do control characters (`zoo.text.normalize`).
 - Unknown words: looked up as `[UNK]`; when the run's `replace_unk` setting is on (`true`, or
   `auto` with a TSV corpus), each output `[UNK]` is replaced by the source token its attention
   peaks on, as `recipes.translator.Translator.translate` does.
 - An empty batch (`[0]` strings): empty outputs of the shapes above.
+
+captioning signatures (`captioning_archive`): `serving_default` and `greedy` take `image` uint8
+`[B, H, W, 3]`, `serving_bytes` takes `image_bytes` string `[B]` (encoded JPEG / PNG / GIF /
+BMP); each returns `caption` string `[B]`, `tokens` string `[B, T_out]`, `attention` float32
+`[B, T_out, h, w]` and `score` float32 `[B]`. Images of any other size are resized to the run's
+`image_size` (bilinear, antialiased, aspect ratio not kept), as `Captioner.load_images` does; an
+image with no pixels, and bytes that are not an image file, are captioned as a black image. A
+file that starts like an image but is corrupt fails that request (INVALID_ARGUMENT); the server
+goes on. Grey or RGBA pixel arrays do not fit `[B, H, W, 3]`: TF Serving refuses them before
+the model runs (send 3 channels, or the encoded file to `serving_bytes`).
 """
 
 from __future__ import annotations
@@ -198,6 +212,33 @@ def replace_unknown(words, target_ids, lengths, source_tokens, source_lengths, a
     return tf.where(replace, peak_token, words)
 
 
+def search(decoding_inputs, batch_size, max_length, beam_size: int, length_penalty=0.0,
+           coverage_penalty=0.0):
+    """Greedy (`beam_size == 1`) or beam search from a model's `decoding_inputs(...)`; returns
+    the best hypothesis per example: tokens `[B, T]`, lengths `[B]`, attention `[B, T, S]` and
+    score `[B]`, as `zoo.decoding.greedy_search` does."""
+    step_fn, state, constants = decoding_inputs
+    start = tf.fill([batch_size], zoo_text.START_ID)
+    if beam_size == 1:
+        return decoding.greedy_search(step_fn, state, constants, start, zoo_text.END_ID, max_length)
+    out = decoding.beam_search(
+        step_fn, state, constants, start, zoo_text.END_ID, max_length,
+        beam_size=beam_size, length_penalty=length_penalty,
+        coverage_penalty=coverage_penalty, n_best=1,
+    )
+    return {k: out[k][:, 0] for k in ("tokens", "lengths", "attention", "score")}
+
+
+def trim(out):
+    """Cuts a search's outputs to the rows that mean something: each output token's plus the
+    end token's where it was emitted. Returns `(ids [B, T_out], lengths [B], attention
+    [B, T_out, S])`; `ids[b, lengths[b]]` is the end id when it was emitted, later ids are 0."""
+    tokens, lengths = out["tokens"], out["lengths"]
+    rows = tf.minimum(lengths + 1, tf.shape(tokens)[1])
+    width = tf.reduce_max(tf.concat([rows, [0]], 0))
+    return tokens[:, :width], lengths, out["attention"][:, :width]
+
+
 class NmtGraph:
     """The nmt model from raw strings to translations, in TensorFlow ops.
 
@@ -231,32 +272,22 @@ class NmtGraph:
         score `[B]`, from greedy (`beam_size == 1`) or beam search; `S'` is 0 without attention."""
         config = self.config
         source_lengths = tf.reduce_sum(tf.cast(source_ids != 0, tf.int32), 1)
-        max_length = max_decode_length(source_lengths, config.max_target_length)
-        step_fn, state, constants = self.model.decoding_inputs(source_ids)
-        start = tf.fill(tf.shape(source_ids)[:1], zoo_text.START_ID)
-        if beam_size == 1:
-            return decoding.greedy_search(
-                step_fn, state, constants, start, zoo_text.END_ID, max_length
-            )
-        out = decoding.beam_search(
-            step_fn, state, constants, start, zoo_text.END_ID, max_length,
-            beam_size=beam_size, length_penalty=config.length_penalty,
-            coverage_penalty=config.coverage_penalty, n_best=1,
+        return search(
+            self.model.decoding_inputs(source_ids),
+            tf.shape(source_ids)[0],
+            max_decode_length(source_lengths, config.max_target_length),
+            beam_size,
+            config.length_penalty,
+            config.coverage_penalty,
         )
-        return {k: out[k][:, 0] for k in ("tokens", "lengths", "attention", "score")}
 
     def translate(self, text, beam_size: int):
         """The signature body: `[B]` strings -> the five outputs in the module docstring."""
         source_tokens, source_ids = self.tokenize(text)
         source_lengths = tf.reduce_sum(tf.cast(source_ids != 0, tf.int32), 1)
         out = self.decode(source_ids, beam_size)
-        tokens, lengths = out["tokens"], out["lengths"]
-        steps = tf.shape(tokens)[1]
-        # One attention row per output token plus the end token's, where it was emitted.
-        rows = tf.minimum(lengths + 1, steps)
-        width = tf.reduce_max(tf.concat([rows, [0]], 0))
-        target_ids = tokens[:, :width]
-        attention = out["attention"][:, :width]
+        target_ids, lengths, attention = trim(out)
+        width = tf.shape(target_ids)[1]
         # A model without attention has depth 0: give it the source's width, all zeros.
         depth_missing = tf.shape(source_ids)[1] - tf.shape(attention)[2]
         attention = tf.pad(attention, [[0, 0], [0, 0], [0, depth_missing]])
@@ -330,5 +361,162 @@ def save_nmt(translator, folder: str, model_name: str = "nmt", replace_unk=None)
         [
             warmup.predict_request(model_name, "serving_default", {"text": texts}),
             warmup.predict_request(model_name, "greedy", {"text": texts[:2]}),
+        ],
+    )
+
+
+# -- captioning in TensorFlow ops ------------------------------------------------------------
+
+CAPTIONING_SIGNATURES = ("serving_default", "serving_bytes", "greedy")
+# The first bytes of the formats tf.io.decode_image reads; anything else becomes a blank image.
+_IMAGE_MAGIC = ((0, b"\xff\xd8\xff"), (0, b"\x89PNG"), (0, b"GIF8"), (0, b"BM"))
+
+
+def resize_images(images, size: int):
+    """uint8 `[B, H, W, 3]` of any size -> uint8 `[B, size, size, 3]`, as
+    `Captioner.load_images` resizes arrays: untouched when already `size x size`, else bilinear
+    with antialiasing, rounded; an image with no pixels (`H` or `W` is 0) becomes black."""
+    shape = tf.shape(images)
+
+    def resized():
+        x = tf.image.resize(tf.cast(images, tf.float32), (size, size), antialias=True)
+        return tf.cast(tf.clip_by_value(tf.round(x), 0, 255), tf.uint8)
+
+    def blank():
+        return tf.zeros([shape[0], size, size, 3], tf.uint8)
+
+    def same():
+        return tf.ensure_shape(images, [None, size, size, 3])
+
+    empty = tf.logical_or(shape[1] == 0, shape[2] == 0)
+    is_size = tf.logical_and(shape[1] == size, shape[2] == size)
+    return tf.cond(empty, blank, lambda: tf.cond(is_size, same, resized))
+
+
+def decode_images(image_bytes, size: int):
+    """Encoded images `[B]` -> uint8 `[B, size, size, 3]` with `zoo.data.coco.decode_image` (as
+    `Captioner.load_images` decodes bytes). Bytes that do not start like a JPEG, PNG, GIF or
+    BMP file give a black image; a file with such a start but corrupt data is an error."""
+    from zoo.data import coco
+
+    def one(data):
+        known = tf.reduce_any(
+            [tf.equal(tf.strings.substr(data, pos, len(magic)), magic) for pos, magic in _IMAGE_MAGIC]
+        )
+        return tf.cond(
+            known,
+            lambda: coco.decode_image(data, size),
+            lambda: tf.zeros([size, size, 3], tf.uint8),
+        )
+
+    return tf.map_fn(one, image_bytes, fn_output_signature=tf.TensorSpec([size, size, 3], tf.uint8))
+
+
+class CaptioningGraph:
+    """The captioning model from images to captions, in TensorFlow ops.
+
+    Args:
+        captioner: a `recipes.captioning.Captioner` (model, vocabulary, config).
+    """
+
+    def __init__(self, captioner):
+        self.model = captioner.model
+        self.config = captioner.config
+        self.image_size = int(captioner.image_size)
+        self.strings = tf.constant(captioner.vocab.tokens)
+        attended = self.model.decoder.attention is not None
+        self.grid = tuple(captioner.grid_shape) if attended else (0, 0)
+
+    def caption(self, images, beam_size: int):
+        """uint8 `[B, image_size, image_size, 3]` -> caption, tokens, attention, score."""
+        out = search(
+            self.model.decoding_inputs(images),
+            tf.shape(images)[0],
+            int(self.config.max_caption_length) + 1,
+            beam_size,
+            self.config.length_penalty,
+        )
+        ids, lengths, attention = trim(out)
+        words = tf.gather(self.strings, ids)
+        h, w = self.grid
+        caption = tf.strings.reduce_join(
+            tf.RaggedTensor.from_tensor(words, lengths=tf.minimum(lengths, tf.shape(ids)[1])),
+            axis=-1, separator=" ",
+        )
+        shape = tf.concat([tf.shape(attention)[:2], [h, w]], 0)
+        return {
+            "caption": caption,
+            "attention": tf.reshape(attention, shape),
+            "tokens": words,
+            "score": out["score"],
+        }
+
+
+def captioning_archive(captioner) -> keras.export.ExportArchive:
+    """A `keras.export.ExportArchive` with the captioning signatures:
+
+    - `serving_default`: `image` uint8 `[B, H, W, 3]` (any `H`, `W`; resized in the graph),
+      beam search with the run's `beam_size` and `length_penalty`.
+    - `serving_bytes`: `image_bytes` string `[B]` (encoded JPEG / PNG / GIF / BMP; TF Serving's
+      REST API takes them as `{"b64": ...}`), the same search.
+    - `greedy`: `image` as `serving_default`, greedy search (what the TFLite model does).
+
+    Each returns `caption` string `[B]` (the words joined by spaces), `tokens` string
+    `[B, T_out]` (the words, then `"[END]"` where emitted, padded with `""`), `attention`
+    float32 `[B, T_out, h, w]` (the feature grid each token looked at; 0 after the end token)
+    and `score` float32 `[B]`.
+    """
+    graph = CaptioningGraph(captioner)
+    size = graph.image_size
+    beam_size = int(captioner.config.beam_size)
+    archive = keras.export.ExportArchive()
+    archive.track(captioner.model)
+
+    def serving_default(image):
+        return graph.caption(resize_images(image, size), beam_size)
+
+    def serving_bytes(image_bytes):
+        return graph.caption(decode_images(image_bytes, size), beam_size)
+
+    def greedy(image):
+        return graph.caption(resize_images(image, size), 1)
+
+    pixels = [tf.TensorSpec([None, None, None, 3], tf.uint8, name="image")]
+    archive.add_endpoint("serving_default", serving_default, input_signature=pixels)
+    archive.add_endpoint(
+        "serving_bytes", serving_bytes,
+        input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")],
+    )
+    archive.add_endpoint("greedy", greedy, input_signature=pixels)
+    return archive
+
+
+def warmup_images(size: int):
+    """A black image, a noise image and a noise image of another size, uint8 `[H, W, 3]`."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    return [
+        np.zeros((size, size, 3), np.uint8),
+        rng.integers(0, 256, (size, size, 3), dtype=np.uint8),
+        rng.integers(0, 256, (size * 2, size, 3), dtype=np.uint8),
+    ]
+
+
+def save_captioning(captioner, folder: str, model_name: str = "captioning") -> None:
+    """Writes the captioning SavedModel (with its warmup requests) into `folder`."""
+    from export import warmup
+
+    captioning_archive(captioner).write_out(folder, verbose=False)
+    size = int(captioner.image_size)
+    images = warmup_images(size)
+    png = [tf.io.encode_png(image).numpy() for image in images]
+    warmup.write_requests(
+        folder,
+        [
+            warmup.predict_request(model_name, "serving_default", {"image": images[:2]}),
+            warmup.predict_request(model_name, "serving_default", {"image": images[2:]}),
+            warmup.predict_request(model_name, "serving_bytes", {"image_bytes": png}),
+            warmup.predict_request(model_name, "greedy", {"image": images[:1]}),
         ],
     )

@@ -7,6 +7,9 @@ Layout written under an exports root (default `exports/`):
       nmt.source_vocab.txt       one token per line, line number = id (line 0 is padding "")
       nmt.target_vocab.txt
       nmt.json                   shapes, special ids, tokenisation rules: what an app needs
+      captioning.tflite          pixels in (see `write_captioning`), ids and attention maps out
+      captioning.vocab.txt
+      captioning.json
 
 The nmt model is the encoder plus the whole greedy search loop (`zoo.decoding.greedy_search`)
 in one graph, converted with TFLite builtin ops only (no Flex delegate, no custom ops), so the
@@ -145,6 +148,81 @@ def write_nmt(translator, exports_root: str, name: str = "nmt", quantize: bool =
     meta_path = os.path.join(folder, f"{name}.json")
     _write_bytes(meta_path, (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
     paths.append(meta_path)
+    return paths
+
+
+def captioning_archive(captioner) -> keras.export.ExportArchive:
+    """The fixed-shape greedy captioner (pixels in, ids and attention maps out)."""
+    model, config = captioner.model, captioner.config
+    size = int(captioner.image_size)
+    out_length = int(config.max_caption_length) + 1
+    h, w = captioner.grid_shape if model.decoder.attention is not None else (0, 0)
+
+    def serving_default(image):
+        step_fn, state, constants = model.decoding_inputs(image)
+        start = tf.fill([1], zoo_text.START_ID)
+        out = decoding.greedy_search(step_fn, state, constants, start, zoo_text.END_ID, out_length)
+        missing = out_length - tf.shape(out["tokens"])[1]
+        return {
+            "tokens": tf.reshape(tf.pad(out["tokens"], [[0, 0], [0, missing]]), [1, out_length]),
+            "length": tf.reshape(out["lengths"], [1]),
+            "attention": tf.reshape(
+                tf.pad(out["attention"], [[0, 0], [0, missing], [0, 0]]), [1, out_length, h, w]
+            ),
+            "score": tf.reshape(out["score"], [1]),
+        }
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        "serving_default",
+        serving_default,
+        input_signature=[tf.TensorSpec([1, size, size, 3], tf.uint8, name="image")],
+    )
+    return archive
+
+
+def write_captioning(captioner, exports_root: str, name: str = "captioning",
+                     quantize: bool = False) -> list[str]:
+    """Writes `exports_root/tflite/<name>.tflite`, `<name>.vocab.txt` and `<name>.json`.
+
+    The model: input `image` uint8 `[1, image_size, image_size, 3]` (resize first); outputs
+    `tokens` int32 `[1, max_caption_length + 1]`, `length` int32 `[1]`, `attention` float32
+    `[1, max_caption_length + 1, h, w]` (the feature grid each token looked at) and `score`;
+    greedy search, as the SavedModel's `greedy` signature.
+    """
+    folder = os.path.join(exports_root, TFLITE_DIR)
+    os.makedirs(folder, exist_ok=True)
+    archive = captioning_archive(captioner)
+    config = captioner.config
+    size, out_length = int(captioner.image_size), int(config.max_caption_length) + 1
+    h, w = captioner.grid_shape if captioner.model.decoder.attention is not None else (0, 0)
+    paths = [os.path.join(folder, f"{name}.tflite")]
+    _write_bytes(paths[0], convert(archive))
+    if quantize:
+        paths.append(os.path.join(folder, f"{name}.dynamic_range.tflite"))
+        _write_bytes(paths[-1], convert(archive, quantize=True))
+    paths.append(os.path.join(folder, f"{name}.vocab.txt"))
+    _write_bytes(paths[-1], ("\n".join(captioner.vocab.tokens) + "\n").encode("utf-8"))
+    meta = {
+        "model": f"{name}.tflite",
+        "vocab": f"{name}.vocab.txt",
+        "inputs": {"image": ["uint8", [1, size, size, 3]]},
+        "outputs": {
+            "tokens": ["int32", [1, out_length]],
+            "length": ["int32", [1]],
+            "attention": ["float32", [1, out_length, h, w]],
+            "score": ["float32", [1]],
+        },
+        "image_size": size,
+        "max_caption_length": config.max_caption_length,
+        "special_ids": {"pad": zoo_text.PAD_ID, "unk": zoo_text.UNK_ID,
+                        "start": zoo_text.START_ID, "end": zoo_text.END_ID},
+        "preprocessing": "RGB uint8, resized to image_size x image_size (bilinear, antialiased)",
+        "decoding": "greedy",
+    }
+    paths.append(os.path.join(folder, f"{name}.json"))
+    _write_bytes(paths[-1], (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
     return paths
 
 

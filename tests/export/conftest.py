@@ -33,6 +33,23 @@ TINY_NMT = dict(
     run_id="export-tiny",
 )
 
+TINY_CAPTIONING = dict(
+    train_size=96,
+    validation_size=8,
+    test_size=8,
+    image_size=32,
+    max_caption_length=12,
+    encoder_filters=(8, 16, 32),
+    feature_dim=32,
+    embedding_dim=16,
+    units=32,
+    batch_size=32,
+    epochs=1,
+    beam_size=2,
+    length_penalty=0.6,
+    run_id="export-tiny",
+)
+
 LONG_TEXT = " ".join(["one hundred and twenty-three"] * 8)  # 32 tokens > max_source_length
 # Ordinary sentences of several lengths, then the bad requests the SavedModel must survive.
 TEXTS = [
@@ -49,6 +66,7 @@ TEXTS = [
 
 # Runs in a subprocess with cwd outside the repo, the repo removed from sys.path and the
 # editable-install finder removed from sys.meta_path: only tensorflow and tensorflow_text.
+# It makes the calls listed in its input file (inputs as raw bytes + dtype + shape, base64).
 CLEAN_PROCESS = r"""
 import base64, importlib.util, json, os, sys
 repo, saved_model, inputs, outputs = sys.argv[1:5]
@@ -62,6 +80,7 @@ sys.path_hooks[:] = [h for h in sys.path_hooks
                      if not getattr(h, "__module__", "").startswith("__editable__")]
 sys.path_importer_cache.clear()
 reachable = [m for m in ("zoo", "recipes", "export") if importlib.util.find_spec(m)]
+import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow.python.framework import op_def_registry
@@ -73,27 +92,77 @@ ops = {n.op for n in graph.node} | {n.op for f in graph.library.function for n i
 not_core = sorted(op for op in ops if op_def_registry.get(op) is None)
 import tensorflow_text  # registers the TF Text ops, as TF Serving links them
 
+def tensor(spec):
+    if spec["dtype"] == "string":
+        return tf.constant([base64.b64decode(x) for x in spec["values"]], tf.string)
+    data = np.frombuffer(base64.b64decode(spec["data"]), spec["dtype"])
+    return tf.constant(data.reshape(spec["shape"]))
+
 model = tf.saved_model.load(saved_model)
-texts = [base64.b64decode(t) for t in json.load(open(inputs))]
+spec = lambda s: [s.dtype.name, s.shape.as_list()]
+specs = {name: {"inputs": {k: spec(v) for k, v in fn.structured_input_signature[1].items()},
+                "outputs": {k: spec(v) for k, v in fn.structured_outputs.items()}}
+         for name, fn in model.signatures.items()}
 result = {"reachable": reachable, "signatures": sorted(model.signatures), "outputs": {},
+          "specs": specs,
           "not_core_ops": not_core,
           "unknown_ops": sorted(op for op in not_core if op_def_registry.get(op) is None)}
-for name, fn in model.signatures.items():
-    batches = [("texts", texts), ("empty_batch", [])]
-    if name == "greedy":  # one sentence per call, as the TFLite model decodes
-        batches += [(f"one/{i}", [t]) for i, t in enumerate(texts)]
-    for batch_name, batch in batches:
-        out = fn(text=tf.constant(batch, tf.string))
-        result["outputs"][f"{name}/{batch_name}"] = {
-            k: {"dtype": v.dtype.name, "shape": v.shape.as_list(),
-                "value": [x.decode("utf-8") for x in v.numpy().ravel()]
-                if v.dtype == tf.string else v.numpy().ravel().tolist()}
-            for k, v in out.items()
-        }
+for call in json.load(open(inputs)):
+    fn = model.signatures[call["signature"]]
+    out = fn(**{name: tensor(spec) for name, spec in call["inputs"].items()})
+    result["outputs"][call["key"]] = {
+        k: {"dtype": v.dtype.name, "shape": v.shape.as_list(),
+            "value": [x.decode("utf-8") for x in v.numpy().ravel()]
+            if v.dtype == tf.string else v.numpy().ravel().tolist()}
+        for k, v in out.items()
+    }
 result["project_modules"] = sorted(
     m for m in sys.modules if m.split(".")[0] in ("zoo", "recipes", "export"))
 json.dump(result, open(outputs, "w"))
 """
+
+
+def strings_input(values):
+    """A string input for CLEAN_PROCESS."""
+    values = [v if isinstance(v, bytes) else v.encode("utf-8") for v in values]
+    return {"dtype": "string", "values": [base64.b64encode(v).decode("ascii") for v in values]}
+
+
+def array_input(array):
+    """A numeric input for CLEAN_PROCESS."""
+    import numpy as np
+
+    array = np.ascontiguousarray(array)
+    return {"dtype": array.dtype.name, "shape": list(array.shape),
+            "data": base64.b64encode(array.tobytes()).decode("ascii")}
+
+
+def run_clean_process(saved_model, calls, work):
+    """Makes `calls` (`[{"key", "signature", "inputs"}]`) on `saved_model` in a clean process.
+
+    Returns `{"outputs": {key: {output: numpy array}}, "signatures": [...], "specs": {signature:
+    {"inputs"|"outputs": {name: [dtype, shape]}}}, "reachable": [...], "project_modules": [...],
+    "not_core_ops": [...], "unknown_ops": [...]}`.
+    """
+    import numpy as np
+
+    inputs, outputs = work / "inputs.json", work / "outputs.json"
+    inputs.write_text(json.dumps(calls))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run(
+        [sys.executable, "-I", "-c", CLEAN_PROCESS, REPO, saved_model, str(inputs), str(outputs)],
+        cwd=str(work), env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(outputs.read_text())
+    arrays = {}
+    for key, out in result["outputs"].items():
+        arrays[key] = {
+            name: np.array(o["value"], dtype=object if o["dtype"] == "string" else o["dtype"])
+            .reshape(o["shape"])
+            for name, o in out.items()
+        }
+    return {**result, "outputs": arrays}
 
 
 @pytest.fixture(scope="session")
@@ -128,32 +197,19 @@ def nmt_export(nmt_run, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def clean_outputs(nmt_export, tmp_path_factory):
-    """Every signature called on `TEXTS` (and on an empty batch) in a clean process.
-
-    Returns `{"signature/batch": {output: numpy array}}` plus what the process could import.
-    """
-    import numpy as np
-
-    work = tmp_path_factory.mktemp("clean-process")
-    inputs, outputs = work / "inputs.json", work / "outputs.json"
-    encoded = [t if isinstance(t, bytes) else t.encode("utf-8") for t in TEXTS]
-    inputs.write_text(json.dumps([base64.b64encode(t).decode("ascii") for t in encoded]))
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run(
-        [sys.executable, "-I", "-c", CLEAN_PROCESS, REPO, nmt_export["saved_model"],
-         str(inputs), str(outputs)],
-        cwd=str(work), env=env, capture_output=True, text=True, timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(outputs.read_text())
-    arrays = {}
-    for key, out in result["outputs"].items():
-        arrays[key] = {
-            name: np.array(o["value"], dtype=object if o["dtype"] == "string" else o["dtype"])
-            .reshape(o["shape"])
-            for name, o in out.items()
-        }
-    return {**result, "outputs": arrays}
+    """Every nmt signature called on `TEXTS` (and on an empty batch; `greedy` also on each text
+    alone) in a clean process: see `run_clean_process`."""
+    calls = []
+    for signature in ("serving_default", "greedy"):
+        calls.append({"key": f"{signature}/texts", "signature": signature,
+                      "inputs": {"text": strings_input(TEXTS)}})
+        calls.append({"key": f"{signature}/empty_batch", "signature": signature,
+                      "inputs": {"text": strings_input([])}})
+    for i, text in enumerate(TEXTS):  # one sentence per call, as the TFLite model decodes
+        calls.append({"key": f"greedy/one/{i}", "signature": "greedy",
+                      "inputs": {"text": strings_input([text])}})
+    return run_clean_process(nmt_export["saved_model"], calls,
+                             tmp_path_factory.mktemp("clean-process"))
 
 
 @pytest.fixture(scope="session")
@@ -163,3 +219,80 @@ def loaded_saved_model(nmt_export):
     import tensorflow_text  # noqa: F401
 
     return tf.saved_model.load(nmt_export["saved_model"])
+
+
+@pytest.fixture(scope="session")
+def captioning_run(tmp_path_factory):
+    from recipes import captioning, training
+
+    root = tmp_path_factory.mktemp("export-caption-runs")
+    old = training.RUNS_ROOT
+    training.RUNS_ROOT = str(root)
+    try:
+        config = captioning.CaptioningConfig(**TINY_CAPTIONING)
+        return captioning.train(config, quiet=True, evaluate_after=False)
+    finally:
+        training.RUNS_ROOT = old
+
+
+@pytest.fixture(scope="session")
+def captioner(captioning_run):
+    from recipes.captioning import Captioner
+
+    return Captioner.from_run(captioning_run)
+
+
+@pytest.fixture(scope="session")
+def captioning_export(captioning_run, tmp_path_factory):
+    import export
+
+    root = tmp_path_factory.mktemp("caption-exports")
+    paths = export.export("captioning", captioning_run, str(root))
+    return {**paths, "root": str(root)}
+
+
+@pytest.fixture(scope="session")
+def caption_inputs(captioner):
+    """Test images (uint8 `[N, S, S, 3]`), the same at another size, and encoded files."""
+    import numpy as np
+    import tensorflow as tf
+
+    from recipes.captioning import load_splits
+
+    images = load_splits(captioner.config)[2].images[:6]
+    other = np.stack([tf.image.resize(i, (50, 40)).numpy().astype(np.uint8) for i in images[:3]])
+    files = [tf.io.encode_png(images[0]).numpy(), tf.io.encode_jpeg(images[1]).numpy()]
+    return {"images": images, "other_size": other, "files": files}
+
+
+@pytest.fixture(scope="session")
+def caption_outputs(captioning_export, caption_inputs, tmp_path_factory):
+    """The captioning signatures called in a clean process: see `run_clean_process`."""
+    import numpy as np
+
+    from export import client
+
+    images = caption_inputs["images"]
+    size = images.shape[1]
+    # The files go through the REST client's body and back, as TF Serving decodes it.
+    body = client.captioning_request(caption_inputs["files"])
+    files = [base64.b64decode(row["image_bytes"]["b64"]) for row in body["instances"]]
+    calls = [
+        ("serving_default/images", "serving_default", {"image": array_input(images)}),
+        ("serving_default/other_size", "serving_default",
+         {"image": array_input(caption_inputs["other_size"])}),
+        ("serving_default/no_pixels", "serving_default",
+         {"image": array_input(np.zeros((2, 0, 5, 3), np.uint8))}),
+        ("serving_default/black", "serving_default",
+         {"image": array_input(np.zeros((1, size, size, 3), np.uint8))}),
+        ("serving_default/empty_batch", "serving_default",
+         {"image": array_input(np.zeros((0, size, size, 3), np.uint8))}),
+        ("serving_bytes/files", body["signature_name"], {"image_bytes": strings_input(files)}),
+        ("serving_bytes/not_images", "serving_bytes",
+         {"image_bytes": strings_input([b"", b"not an image"])}),
+        ("greedy/images", "greedy", {"image": array_input(images)}),
+    ] + [(f"greedy/one/{i}", "greedy", {"image": array_input(images[i : i + 1])})
+         for i in range(len(images))]
+    calls = [{"key": k, "signature": s, "inputs": inputs} for k, s, inputs in calls]
+    return run_clean_process(captioning_export["saved_model"], calls,
+                             tmp_path_factory.mktemp("caption-clean-process"))

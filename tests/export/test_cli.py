@@ -15,13 +15,20 @@ def _one_line_error(capsys):
 
 def test_unknown_recipe(capsys):
     assert main(["bogus"]) == 2
-    assert "no exporter for recipe 'bogus'; known: nmt" in _one_line_error(capsys)
+    assert "no exporter for recipe 'bogus'; known: captioning, nmt" in _one_line_error(capsys)
 
 
 def test_missing_run(capsys, tmp_path):
     assert main(["nmt", "--run", str(tmp_path / "nope"), "--out", str(tmp_path / "ex")]) == 1
     assert "make train RECIPE=nmt" in _one_line_error(capsys)
     assert not os.path.exists(tmp_path / "ex")
+
+
+def test_run_of_another_recipe_without_its_vocabulary(capsys, tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text("{}")
+    assert main(["captioning", "--run", str(tmp_path / "run")]) == 1
+    assert "has no vocab.txt: is it a captioning run folder?" in _one_line_error(capsys)
 
 
 def test_default_run_follows_zoo_runs(capsys, tmp_path, monkeypatch):
@@ -32,7 +39,8 @@ def test_default_run_follows_zoo_runs(capsys, tmp_path, monkeypatch):
 
 def test_run_without_model(capsys, tmp_path):
     (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "config.json").write_text("{}")
+    for name in ("config.json", "source_vocab.txt", "target_vocab.txt"):
+        (tmp_path / "run" / name).write_text("{}")
     assert main(["nmt", "--run", str(tmp_path / "run")]) == 1
     assert "has no model.keras" in _one_line_error(capsys)
 

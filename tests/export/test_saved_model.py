@@ -22,6 +22,7 @@ OUTPUTS = {
 # -- layout ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_layout_and_models_config(nmt_export):
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2

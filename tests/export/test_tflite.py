@@ -19,6 +19,7 @@ def _model_path(nmt_export, name="nmt.tflite"):
     return path
 
 
+@pytest.mark.slow
 def test_files_and_metadata(nmt_export):
     folder = os.path.join(nmt_export["root"], "tflite")
     assert sorted(os.listdir(folder)) == [
@@ -32,6 +33,7 @@ def test_files_and_metadata(nmt_export):
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["nmt.tflite", "nmt.dynamic_range.tflite"])
 def test_builtin_ops_only(nmt_export, name):
     from tensorflow.lite.tools import flatbuffer_utils
@@ -46,6 +48,7 @@ def test_builtin_ops_only(nmt_export, name):
     assert len(model.subgraphs) > 1
 
 
+@pytest.mark.slow
 def test_signature_on_the_standalone_interpreter(nmt_export):
     from ai_edge_litert.interpreter import Interpreter
 

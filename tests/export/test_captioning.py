@@ -1,0 +1,113 @@
+"""The captioning export: SavedModel (pixels and encoded files in) loaded in a clean process and
+compared with `Captioner`; the TFLite model compared with the SavedModel's `greedy` signature."""
+
+import os
+
+import numpy as np
+import pytest
+
+from tests.export.conftest import TINY_CAPTIONING
+
+pytestmark = pytest.mark.slow
+
+OUTPUTS = {"caption": "string", "attention": "float32", "tokens": "string", "score": "float32"}
+
+
+def test_layout(captioning_export):
+    version = captioning_export["saved_model"]
+    assert version == os.path.join(captioning_export["root"], "captioning", "1")
+    assert os.path.exists(os.path.join(version, "assets.extra", "tf_serving_warmup_requests"))
+    assert 'name: "captioning"' in open(captioning_export["models_config"]).read()
+    names = sorted(os.path.basename(p) for p in captioning_export["tflite"])
+    assert names == ["captioning.json", "captioning.tflite", "captioning.vocab.txt"]
+
+
+def test_clean_process_and_signatures(caption_outputs):
+    assert caption_outputs["reachable"] == [] and caption_outputs["project_modules"] == []
+    assert caption_outputs["unknown_ops"] == []
+    specs = caption_outputs["specs"]
+    assert sorted(specs) == ["greedy", "serving_bytes", "serving_default"]
+    assert specs["serving_default"]["inputs"] == {"image": ["uint8", [None, None, None, 3]]}
+    assert specs["greedy"]["inputs"] == specs["serving_default"]["inputs"]
+    assert specs["serving_bytes"]["inputs"] == {"image_bytes": ["string", [None]]}
+    for spec in specs.values():
+        assert {k: v[0] for k, v in spec["outputs"].items()} == OUTPUTS
+        assert len(spec["outputs"]["attention"][1]) == 4  # [B, T, h, w]
+
+
+def _compare(out, results):
+    assert len(out["caption"]) == len(results)
+    for i, result in enumerate(results):
+        n = len(result.tokens)
+        rows = result.attention.shape[0]
+        assert list(out["tokens"][i, :n]) == result.tokens
+        assert list(out["tokens"][i, n:rows]) == ["[END]"] * (rows - n)
+        assert set(out["tokens"][i, rows:]) <= {""}
+        assert out["caption"][i] == result.text
+        np.testing.assert_allclose(out["score"][i], result.score, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(out["attention"][i, :rows], result.attention, atol=1e-5)
+        assert not out["attention"][i, rows:].any()
+
+
+@pytest.mark.parametrize("key,beam", [("serving_default/images", None), ("greedy/images", 1)])
+def test_matches_the_captioner(caption_outputs, captioner, caption_inputs, key, beam):
+    images = caption_inputs["images"]
+    results = captioner.caption(images, beam=beam, batch_size=len(images))
+    assert results[0].attention.shape[1:] == tuple(captioner.grid_shape)
+    _compare(caption_outputs["outputs"][key], results)
+
+
+def test_other_sizes_and_encoded_files_as_the_captioner(caption_outputs, captioner, caption_inputs):
+    other = caption_inputs["other_size"]
+    _compare(caption_outputs["outputs"]["serving_default/other_size"],
+             captioner.caption(other, batch_size=len(other)))
+    files = caption_inputs["files"]
+    _compare(caption_outputs["outputs"]["serving_bytes/files"],
+             captioner.caption(files, batch_size=len(files)))
+
+
+def test_bad_requests_give_outputs(caption_outputs):
+    outputs = caption_outputs["outputs"]
+    black = outputs["serving_default/black"]["caption"][0]
+    # No pixels, or bytes that are no image: captioned as a black image.
+    assert list(outputs["serving_default/no_pixels"]["caption"]) == [black, black]
+    assert list(outputs["serving_bytes/not_images"]["caption"]) == [black, black]
+    empty = outputs["serving_default/empty_batch"]
+    assert empty["caption"].shape == (0,) and empty["attention"].shape[0] == 0
+
+
+def test_warmup_requests_match_the_signatures(captioning_export, caption_outputs):
+    from export.warmup import read_requests
+
+    specs = caption_outputs["specs"]
+    requests = read_requests(captioning_export["saved_model"])
+    assert {r.model_spec.signature_name for r in requests} == set(specs)
+    for request in requests:
+        assert request.model_spec.name == "captioning"
+        assert set(request.inputs) == set(specs[request.model_spec.signature_name]["inputs"])
+
+
+def test_tflite_matches_the_greedy_signature(captioning_export, caption_outputs, caption_inputs,
+                                             captioner):
+    from ai_edge_litert.interpreter import Interpreter
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    path = os.path.join(captioning_export["root"], "tflite", "captioning.tflite")
+    codes = flatbuffer_utils.read_model(path).operatorCodes
+    assert all(max(c.builtinCode, c.deprecatedBuiltinCode) != 32 and not c.customCode
+               for c in codes)
+    runner = Interpreter(model_path=path).get_signature_runner("serving_default")
+    tokens = captioner.vocab.tokens
+    for i, image in enumerate(caption_inputs["images"]):
+        expected = {k: v[0] for k, v in caption_outputs["outputs"][f"greedy/one/{i}"].items()}
+        out = runner(image=image[None])
+        n = int(out["length"][0])
+        ids = out["tokens"][0]
+        rows = n + 1 if n < len(ids) and ids[n] == 3 else n
+        assert [tokens[t] for t in ids[:rows]] == [t for t in expected["tokens"] if t]
+        assert not ids[rows:].any()
+        assert out["attention"].shape == (1, TINY_CAPTIONING["max_caption_length"] + 1,
+                                          *captioner.grid_shape)
+        np.testing.assert_allclose(out["attention"][0, :rows], expected["attention"][:rows],
+                                   atol=1e-5)
+        np.testing.assert_allclose(out["score"][0], expected["score"], rtol=1e-5, atol=1e-4)
