@@ -235,13 +235,13 @@ _SPACE_BEFORE_PUNCT = re.compile(r""" ([.,!?;:…)\]»])""")
 def tokenize(sentence) -> list[str]:
     """Pure-Python `zoo.text.tokenize` for one sentence (str, or bytes decoded leniently).
 
-    Invalid UTF-8 and C0 control characters (tabs and newlines too) become U+FFFD, then NFKC, lower case, punctuation split
+    Invalid UTF-8 becomes U+FFFD and control characters spaces, then NFKC, lower case, punctuation split
     off, whitespace split. Matches the graph tokenizer on ordinary text (Python's and ICU's
     lower-casing can differ on a few special letters).
     """
     if isinstance(sentence, bytes):
         sentence = sentence.decode("utf-8", errors="replace")
-    sentence = "".join("\ufffd" if ord(ch) < 0x20 else ch for ch in sentence)
+    sentence = "".join(" " if ord(ch) < 0x20 or ord(ch) == 0x7F else ch for ch in sentence)
     sentence = unicodedata.normalize("NFKC", sentence).lower()
     return _PUNCTUATION.sub(r" \1 ", sentence).split()
 

@@ -25,11 +25,11 @@ _SPACE_BEFORE_PUNCT = r""" ([.,!?;:…)\]»])"""
 def normalize(text: tf.Tensor) -> tf.Tensor:
     """Lower-cased, NFKC-normalised strings with punctuation spaced out.
 
-    Invalid UTF-8 is replaced (U+FFFD), never an error, so a bad request cannot crash a server.
+    Invalid UTF-8 is replaced (U+FFFD), never an error, so a bad request cannot crash a server;
+    control characters (tabs, newlines, NUL...) become spaces.
     """
-    text = tf.strings.unicode_transcode(
-        text, "UTF-8", "UTF-8", errors="replace", replace_control_characters=True
-    )
+    text = tf.strings.unicode_transcode(text, "UTF-8", "UTF-8", errors="replace")
+    text = tf.strings.regex_replace(text, r"[\x00-\x1f\x7f]", " ")
     text = tft.normalize_utf8(text, "NFKC")
     text = tf.strings.lower(text, encoding="utf-8")
     return tf.strings.regex_replace(text, _PUNCTUATION, r" \1 ")
