@@ -1,0 +1,122 @@
+"""The exported nmt SavedModel under concurrent load, in the real TF runtime (loaded with
+`tf.saved_model.load`, as TF Serving's session runs it): 8 threads send 2,000 requests of 1-4
+sentences (mixed lengths, empty strings, invalid UTF-8); every answer equals the sequential
+answer to the same request, and memory stops growing after warm-up."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from tests.export.conftest import LONG_TEXT, TEXTS
+
+THREADS = 8
+REQUESTS = 2000
+DISTINCT = 120  # distinct requests, each answered once sequentially, then sampled with repeats
+BEAM_EVERY = 10  # one request in 10 goes to serving_default (beam search), the rest to greedy
+# RSS may grow by at most this much between request 1,000 and request 2,000 (after warm-up):
+# allocator noise, not a leak (a leak of one request's tensors, ~10 kB each, would be ~10 MB+).
+RSS_MARGIN_MB = 24
+
+WORDS = ["one", "two", "three", "seven", "twenty", "forty-two", "hundred", "thousand", "and",
+         "million", "nine", "zzzz", ",", "Eighty-Eight!", "quux"]
+ODD = ["", "   ", b"\xff\xfe", b"\xff\xfe seven \xc3", b"\xc3\x28 two", "\x00 one \x00",
+       "\t\n", LONG_TEXT + " " + LONG_TEXT]
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def _requests(rng):
+    """DISTINCT (signature, texts) requests: 1-4 sentences of 0-40 words, one in four odd."""
+    out = []
+    for i in range(DISTINCT):
+        texts = []
+        for _ in range(rng.integers(1, 5)):
+            if rng.random() < 0.25:
+                text = ODD[rng.integers(len(ODD))]
+            else:
+                n = int(rng.choice([1, 2, 3, 5, 8, 13, 40]))
+                text = " ".join(rng.choice(WORDS, n))
+            texts.append(text if isinstance(text, bytes) else text.encode("utf-8"))
+        out.append(("serving_default" if i % BEAM_EVERY == 0 else "greedy", texts))
+    # The export tests' own odd sentences, as a batch and one by one.
+    out.append(("greedy", [t if isinstance(t, bytes) else t.encode() for t in TEXTS]))
+    return out
+
+
+def _call(model, signature, texts):
+    import tensorflow as tf
+
+    out = model.signatures[signature](text=tf.constant(texts, tf.string))
+    return {k: v.numpy() for k, v in out.items()}
+
+
+def _same(got, want):
+    for key in ("translation", "source_tokens", "target_tokens"):
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+    for key in ("attention", "score"):
+        assert got[key].shape == want[key].shape, key
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+@pytest.mark.slow
+def test_concurrent_requests_match_sequential_and_memory_is_stable(loaded_saved_model):
+    model = loaded_saved_model
+    rng = np.random.default_rng(8)
+    requests = _requests(rng)
+    # Sequential answers (this is also the warm-up: every shape of search is traced and run).
+    start = time.perf_counter()
+    expected = [_call(model, sig, texts) for sig, texts in requests]
+    sequential = len(requests) / (time.perf_counter() - start)
+    assert all(len(e["translation"]) == len(r[1]) for e, r in zip(expected, requests, strict=True))
+
+    order = rng.integers(len(requests), size=REQUESTS)
+    order[: len(requests)] = np.arange(len(requests))  # every distinct request at least once
+    rng.shuffle(order)
+    lock = threading.Lock()
+    state = {"next": 0, "done": 0, "rss": {}}
+    errors = []
+
+    def worker():
+        while True:
+            with lock:
+                if state["next"] >= REQUESTS or errors:
+                    return
+                i = state["next"]
+                state["next"] += 1
+            sig, texts = requests[order[i]]
+            try:
+                _same(_call(model, sig, texts), expected[order[i]])
+            except Exception as e:  # noqa: BLE001 - reported below with the request
+                with lock:
+                    errors.append(f"request {i} ({sig}, {texts!r}): {type(e).__name__}: {e}")
+                return
+            with lock:
+                state["done"] += 1
+                if state["done"] in (1, 500, 1000, 1500, REQUESTS):
+                    state["rss"][state["done"]] = _rss_mb()
+
+    rss_start = _rss_mb()
+    threads = [threading.Thread(target=worker) for _ in range(THREADS)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - start
+
+    assert not errors, errors[:3]
+    assert state["done"] == REQUESTS
+    rss = state["rss"]
+    per_second = REQUESTS / seconds
+    print(f"\nserving load: {REQUESTS} requests, {THREADS} threads, {seconds:.1f} s, "
+          f"{per_second:.0f} requests/s (sequential {sequential:.0f}/s); RSS MB before {rss_start:.0f}, "
+          + ", ".join(f"after {k}: {v:.0f}" for k, v in sorted(rss.items())))
+    assert rss[REQUESTS] - rss[1000] < RSS_MARGIN_MB, rss
