@@ -1,0 +1,128 @@
+"""`python -m bench [--quick]`: runs items 1-4 and writes results.json, results.md, scaling.png.
+
+The nmt model for inference and scaling is `runs/nmt/latest` when it exists; otherwise a small
+run trained under bench/tmp (train_size=4000, epochs=2: quality does not matter for speed),
+reused by later runs, and exported there.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TMP = os.path.join(HERE, "tmp")
+BENCH_RUN = ["train_size=4000", "validation_size=200", "test_size=200", "epochs=2", "run_id=bench"]
+
+
+def _run(args, env=None):
+    print("  $ " + " ".join(args), flush=True)
+    subprocess.run([sys.executable, *args], check=True, env={**os.environ, **(env or {})})
+
+
+def prepare_model():
+    """(run folder, exports root, which) for the inference and scaling items."""
+    if os.path.isdir(os.path.join("runs", "nmt", "latest")):
+        run_dir, which = os.path.realpath("runs/nmt/latest"), "runs/nmt/latest"
+    else:
+        run_dir = os.path.join(TMP, "runs", "nmt", "bench")
+        which = "bench/tmp run (train_size=4000, epochs=2; quality irrelevant for speed)"
+        if not os.path.exists(os.path.join(run_dir, "model.keras")):
+            _run(["-m", "recipes", "train", "nmt", *BENCH_RUN], env={"ZOO_RUNS": os.path.join(TMP, "runs")})
+    exports = os.path.join(TMP, "exports")
+    stamp = os.path.join(exports, "exported-from.txt")
+    stamp_text = f"{run_dir} {os.path.getmtime(os.path.join(run_dir, 'model.keras'))}"
+    if not (os.path.exists(stamp) and open(stamp, encoding="utf-8").read() == stamp_text):
+        _run(["-m", "export", "nmt", "--run", run_dir, "--out", exports])
+        with open(stamp, "w", encoding="utf-8") as f:
+            f.write(stamp_text)
+    return run_dir, exports, which
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="tiny repeats: a smoke pass, not figures")
+    p.add_argument("--out", default=HERE, help="where results.json/.md and scaling.png go")
+    p.add_argument("--only", nargs="*", default=None,
+                   help="subset of: layers training inference scaling profile")
+    args = p.parse_args(argv)
+    q = args.quick
+    want = set(args.only or ["layers", "training", "profile", "inference", "scaling"])
+    t_start = time.time()
+
+    os.makedirs(TMP, exist_ok=True)
+    from bench import report, timing
+    from recipes import training as recipe_training
+
+    # The generated corpus is cached under the runs root: keep the bench's copy in bench/tmp.
+    recipe_training.RUNS_ROOT = os.path.join(TMP, "runs")
+
+    results = {"machine": timing.machine(), "quick": q}
+    results["machine"]["load_average_before"] = results["machine"].pop("load_average")
+    results["gpu_note"] = (
+        "No GPU on this machine: items 1-3 ran on CPU only; no GPU figures or MFU recorded."
+        if not results["machine"]["gpu"] else "GPU present; figures above are CPU-only."
+    )
+
+    if "layers" in want:
+        print("== 1. layers (forward + backward)", flush=True)
+        from bench import layers
+
+        results["layers"] = layers.run(repeats=3 if q else 5, inner=1,
+                                       **({"batch": 8, "tq": 4, "tv": 8, "d": 16} if q else {}))
+
+    if {"training", "profile"} & want:
+        from recipes.nmt import NmtConfig
+
+        from bench import training
+
+        config = NmtConfig(train_size=4000, validation_size=200, test_size=200)
+        if "training" in want:
+            print("== 2. training step, ours vs tutorial-style reference", flush=True)
+            results["training"] = training.run(config, batch_count=2 if q else 3,
+                                               repeats=1 if q else 3)
+        if "profile" in want:
+            print("== profile of our training step", flush=True)
+            results["profile_top"] = training.profile(
+                config, os.path.join(args.out, "profile.txt"), batch_count=2,
+                rounds=1)
+
+    if {"inference", "scaling"} & want:
+        run_dir, exports, which = prepare_model()
+        results["model"] = which
+        if "inference" in want:
+            print("== 3. inference: SavedModel vs TFLite", flush=True)
+            from bench import inference
+            from recipes.nmt import NmtConfig, load_pairs
+
+            config = NmtConfig(**json.load(open(os.path.join(run_dir, "config.json"), encoding="utf-8")))
+            sentences = [s for s, _ in load_pairs(config)[2][:64]]
+            results["inference"] = inference.run(exports, sentences, batch=16 if q else 64,
+                                                 repeats=2 if q else 3,
+                                                 latency_repeats=3 if q else 10)
+        if "scaling" in want:
+            print("== 4. scaling of decode time", flush=True)
+            from bench import scaling
+            from recipes.translator import Translator
+
+            translator = Translator.from_run(run_dir)
+            kwargs = dict(lengths=(10, 50), beams=(1, 2), steps=5, repeats=1) if q else {"repeats": 3}
+            results["scaling"] = scaling.run(translator.model, len(translator.source_vocab), **kwargs)
+            scaling.plot(results["scaling"], os.path.join(args.out, "scaling.png"))
+
+    results["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    results["wall_seconds"] = round(time.time() - t_start, 1)
+    with open(os.path.join(args.out, "results.json"), "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=2)
+    markdown = report.markdown(results)
+    with open(os.path.join(args.out, "results.md"), "w", encoding="utf-8") as f:
+        f.write(markdown)
+    print(markdown)
+    print(f"wrote {args.out}/results.json and results.md in {results['wall_seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""The bench functions run on tiny shapes and write valid JSON. No timings are asserted."""
+
+import json
+
+import keras
+import numpy as np
+
+from bench import layers, report, scaling, timing
+from zoo.models import Seq2Seq
+
+
+def test_interleaved_returns_a_median_per_callable():
+    calls = []
+    times = timing.interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+                               repeats=3, warmup=1)
+    assert set(times) == {"a", "b"} and all(t >= 0 for t in times.values())
+    assert calls == ["a", "b"] * 4  # interleaved, warm-up included
+
+
+def test_layers_and_scaling_on_tiny_shapes_write_valid_json(tmp_path):
+    results = {"machine": timing.machine(), "quick": True, "gpu_note": "none"}
+    results["machine"]["load_average_before"] = results["machine"].pop("load_average")
+    results["machine"]["load_average_after"] = [0.0, 0.0, 0.0]
+    results["layers"] = layers.run(batch=2, tq=3, tv=4, d=8, repeats=1, inner=1)
+    assert {(r["layer"], r["mode"]) for r in results["layers"]} == {
+        ("luong_dot", "graph"), ("luong_dot", "xla"), ("bahdanau", "graph"), ("bahdanau", "xla")}
+
+    keras.utils.set_random_seed(0)
+    model = Seq2Seq(12, 10, embedding_dim=4, units=6)
+    model.build()
+    results["scaling"] = scaling.run(model, 12, lengths=(3, 6), beams=(1, 2), steps=3, repeats=1)
+    assert len(results["scaling"]["ms_by_beam"]) == 2
+    scaling.plot(results["scaling"], str(tmp_path / "scaling.png"))
+    assert (tmp_path / "scaling.png").stat().st_size > 0
+
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    loaded = json.loads(path.read_text())
+    assert loaded["machine"]["cores"] >= 1 and loaded["machine"]["cpu"]
+    table = report.markdown(loaded)
+    assert "luong_dot" in table and "beam" in table
+
+
+def test_reference_model_trains_one_step():
+    from bench.training import ReferenceSeq2Seq
+    from zoo.models import masked_loss
+
+    model = ReferenceSeq2Seq(12, 10, embedding_dim=4, units=6)
+    model.compile(optimizer="adam", loss=masked_loss)
+    x = {"source": np.array([[3, 4, 0]], np.int32), "target_in": np.array([[1, 5, 6]], np.int32)}
+    loss = model.train_on_batch(x, np.array([[5, 6, 2]], np.int32))
+    assert np.isfinite(loss)
