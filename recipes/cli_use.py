@@ -7,6 +7,7 @@ Thin wrappers over the Python entry point (`recipes.load(path)`, `.translate`, `
     python -m recipes translate nmt --input test.en --output test.fr     # '-': stdin / stdout
     python -m recipes translate nmt "seven" --model exports/nmt/1        # an exported SavedModel
     python -m recipes caption captioning scene.png --plot plots/
+    python -m recipes caption captioning scene.png --model exports/captioning  # newest version
 
 Output: one translation per sentence, one line each, in input order (an empty or undecodable
 input line gives an empty output line); with `--n-best K`, K lines per sentence of
@@ -37,11 +38,8 @@ def open_model(recipe: str, run: str | None = None, model: str | None = None):
     if run and model:
         raise ValueError("give --run (a run folder) or --model (an exported SavedModel), not both")
     if model:
-        if recipe != "nmt":
-            raise ValueError(
-                f"--model: `python -m export` writes no {recipe} SavedModel yet; use the run "
-                f"folder (--run runs/{recipe}/<run-id>)"
-            )
+        if recipe == "captioning":
+            return SavedModelCaptioner(model)
         from recipes.translator import SavedModelTranslator
 
         return SavedModelTranslator(model)
@@ -63,6 +61,75 @@ def open_model(recipe: str, run: str | None = None, model: str | None = None):
         raise training.RunError(
             f"{run} is not a {recipe} run ({e}); pass a {recipe} run folder with --run"
         ) from None
+
+
+class SavedModelCaptioner:
+    """An exported captioning SavedModel (`python -m export captioning`) behind the two calls the
+    caption command makes on a `Captioner`: `load_images` and `caption`. Each image goes to the
+    SavedModel at its own size (the graph resizes it as `Captioner` does); `beam=1` calls the
+    `greedy` signature, any other beam `serving_default` (the run's beam size, fixed at export).
+    """
+
+    def __init__(self, path: str):
+        import tensorflow as tf
+
+        from recipes.translator import saved_model_folder, signature_inputs
+
+        self.path = saved_model_folder(path, "captioning")
+        self.model = tf.saved_model.load(self.path)
+        signatures = sorted(self.model.signatures)
+        inputs = signature_inputs(self.model) if "serving_default" in signatures else []
+        if "greedy" not in signatures or inputs != ["image"]:
+            raise training.RunError(
+                f"{self.path} is not a captioning SavedModel: expected the signatures "
+                f"serving_default and greedy taking `image`, found {signatures} taking {inputs}; "
+                "`make export RECIPE=captioning` writes one"
+            )
+
+    def load_images(self, images) -> list:
+        """Image files (or encoded bytes) -> uint8 `(H, W, 3)` arrays at their own size."""
+        import tensorflow as tf
+
+        from zoo.errors import DataError
+
+        out = []
+        for n, image in enumerate(images):
+            name = f"image file {os.fspath(image)!r}" if not isinstance(image, bytes) else \
+                f"image {n}"
+            if not isinstance(image, bytes):
+                if not os.path.isfile(image):
+                    raise DataError(f"Image file {os.fspath(image)!r} does not exist.")
+                with open(image, "rb") as f:
+                    image = f.read()
+            try:
+                out.append(tf.io.decode_image(image, channels=3, expand_animations=False).numpy())
+            except tf.errors.OpError:
+                raise DataError(
+                    f"Cannot read {name}: it is not a JPEG, PNG, GIF or BMP image that "
+                    "TensorFlow can decode."
+                ) from None
+        return out
+
+    def caption(self, images, beam=None, batch_size=1, progress=None) -> list:
+        import tensorflow as tf
+
+        from recipes.captioning import Caption
+
+        signature = self.model.signatures["greedy" if beam == 1 else "serving_default"]
+        results = []
+        for image in images:
+            out = signature(image=tf.constant(image[None], tf.uint8))
+            words = [t.decode("utf-8") for t in out["tokens"].numpy()[0] if t]
+            ended = "[END]" in words
+            words = words[: words.index("[END]")] if ended else words
+            results.append(Caption(
+                text=out["caption"].numpy()[0].decode("utf-8"), tokens=words,
+                score=float(out["score"].numpy()[0]),
+                attention=out["attention"].numpy()[0, : len(words) + ended],
+            ))
+            if progress is not None:
+                progress(1)
+        return results
 
 
 def _check_counts(beam, batch_size=1, n_best=1):
@@ -246,8 +313,6 @@ def translate(args) -> int:
 def caption(args) -> int:
     """`python -m recipes caption captioning IMAGE ...`: prints `image<TAB>caption` lines; an
     image that cannot be read is named on stderr and skipped (exit status 1 at the end)."""
-    import numpy as np
-
     from zoo.errors import DataError
 
     if args.recipe != "captioning":
@@ -267,7 +332,7 @@ def caption(args) -> int:
         except DataError as e:
             failed += 1
             print(f"skipped: {e}", file=sys.stderr)
-    results = model.caption(np.stack(pixels), beam=args.beam) if pixels else []
+    results = model.caption(pixels, beam=args.beam) if pixels else []
     for name, result in zip(names, results, strict=True):
         print(f"{name}\t{result.text}")
     sys.stdout.flush()

@@ -273,7 +273,7 @@ class AttentionImages(keras.callbacks.Callback):
 # -- an exported SavedModel behind the same API ----------------------------------------------
 
 
-def saved_model_folder(path: str) -> str:
+def saved_model_folder(path: str, recipe: str = "nmt") -> str:
     """`path` itself when it holds a SavedModel, else its newest integer version
     (`exports/nmt` -> `exports/nmt/3`); a clear error, naming the command that writes one."""
     if os.path.isfile(os.path.join(path, "saved_model.pb")):
@@ -284,9 +284,14 @@ def saved_model_folder(path: str) -> str:
         if found:
             return os.path.join(path, str(max(found)))
     raise training.RunError(
-        f"no SavedModel at {path}; `make export RECIPE=nmt` (or `python -m export nmt`) writes "
-        "one to exports/nmt/<version>/"
+        f"no SavedModel at {path}; `make export RECIPE={recipe}` (or `python -m export {recipe}`) "
+        f"writes one to exports/{recipe}/<version>/"
     )
+
+
+def signature_inputs(saved_model, name: str = "serving_default") -> list[str]:
+    """The input names of a loaded SavedModel's signature (`["text"]` for nmt)."""
+    return sorted(saved_model.signatures[name].structured_input_signature[1])
 
 
 class SavedModelTranslator:
@@ -307,11 +312,13 @@ class SavedModelTranslator:
 
         self.path = saved_model_folder(path)
         self.model = tf.saved_model.load(self.path)
-        missing = [s for s in ("serving_default", "greedy") if s not in self.model.signatures]
-        if missing:
+        signatures = sorted(self.model.signatures)
+        inputs = signature_inputs(self.model) if "serving_default" in signatures else []
+        if "greedy" not in signatures or inputs != ["text"]:
             raise training.RunError(
-                f"{self.path} is not an nmt SavedModel: it has no {' or '.join(missing)} "
-                "signature; `make export RECIPE=nmt` writes one"
+                f"{self.path} is not an nmt SavedModel: expected the signatures serving_default "
+                f"and greedy taking `text`, found {signatures} taking {inputs}; `make export "
+                "RECIPE=nmt` writes one"
             )
 
     def translate(self, texts, beam=None, n_best=1, replace_unk=None, batch_size=64,

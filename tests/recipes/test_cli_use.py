@@ -306,3 +306,25 @@ def test_caption_from_python(tiny_captioning_run, images, tmp_path):
     assert os.path.getsize(tmp_path / "c.png") > 1000
     with pytest.raises(ValueError, match="need the image it describes"):
         recipes.plot_attention(from_path, str(tmp_path / "d.png"))
+
+
+@pytest.mark.slow
+def test_caption_command_with_model(tiny_captioning_run, images, tmp_path, capsys):
+    from export import export
+
+    folder = export("captioning", tiny_captioning_run, str(tmp_path / "exports"),
+                    tflite=False)["saved_model"]
+    good, jpeg, broken = images
+    run = recipes.load(tiny_captioning_run)
+    for beam in (1, TINY_CAPTIONING["beam_size"]):  # the greedy, then the beam signature
+        argv = ["caption", "captioning", good, broken, jpeg, "--model", folder,
+                "--beam", str(beam), "--plot", str(tmp_path / f"plots{beam}")]
+        assert main(argv) == 1
+        captured = capsys.readouterr()
+        assert f"skipped: Cannot read image file '{broken}'" in captured.err
+        expected = [c.text for c in run.caption([good, jpeg], beam=beam)]
+        assert [line.split("\t") for line in _lines(captured.out)] == [
+            [good, expected[0]], [jpeg, expected[1]]]
+        assert len(os.listdir(tmp_path / f"plots{beam}")) == 2
+    with pytest.raises(training.RunError, match="not an nmt SavedModel.*taking \\['image'\\]"):
+        SavedModelTranslator(folder)
