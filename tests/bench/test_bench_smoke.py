@@ -4,9 +4,13 @@ import json
 
 import keras
 import numpy as np
+import pytest
 
 from bench import layers, report, scaling, timing
 from zoo.models import Seq2Seq
+
+# XLA compilations and a model build: minutes on a loaded 2-core machine.
+pytestmark = pytest.mark.slow
 
 
 def test_interleaved_returns_a_median_per_callable():
