@@ -76,7 +76,14 @@ def main(argv=None) -> int:
 
     try:
         recipe = get_recipe(args.recipe)
-        if args.command in ("train", "tune", "compare-attention"):
+        if args.command == "tune":
+            from recipes.config import from_words
+            from recipes.tuning import split_tuning_words
+
+            # tuner=, max_trials=, ... configure the search, the rest the base config.
+            settings, words = split_tuning_words(args.overrides)
+            recipe.tune(from_words(recipe.Config, words), **settings)
+        elif args.command in ("train", "compare-attention"):
             from recipes.config import from_words
 
             config = from_words(recipe.Config, args.overrides)

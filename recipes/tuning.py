@@ -1,0 +1,511 @@
+"""Hyperparameter search with keras-tuner, for any recipe that declares a `search_space`.
+
+    python -m recipes tune nmt tuner=random max_trials=12 train_size=4000 epochs=3
+    python -m recipes train nmt hp=runs/nmt/tune-random-1a2b3c4d/best.json
+
+A recipe's `search_space(hp, config)` returns `config` with values drawn from `hp` (a
+`kt.HyperParameters`); each hyperparameter is named after the config field it sets, so the
+best values go straight back into a config (`hp=best.json`). Every trial trains the trial's
+config for the base config's `epochs` (Hyperband: the epochs its schedule gives) and reports
+the recipe's objective to the oracle (nmt: `val_bleu`, corpus BLEU of the validation split
+decoded with the trial's `beam_size`). A searched field given on the command line is fixed at
+that value instead of searched (`units=64`: every trial has 64 units).
+
+Keys that are not config fields (`split_tuning_words`):
+    tuner=hyperband|bayesian|random  the search (default hyperband)
+    max_trials=N     at most N trials (default 20; 0: Hyperband's full schedule)
+    executions=N     train each trial N times (seeds seed..seed+N-1), average the objective
+    objective=NAME   what to optimise (nmt: val_bleu, or val_loss)
+    factor=N         Hyperband's reduction factor (default 3)
+    fresh=true       delete the search and start over
+
+The search lives in `runs/<recipe>/tune-<tuner>-<hash>/`, the hash a function of the base config
+and the settings above except `max_trials` and `fresh`: re-running the same command resumes
+the search (completed trials are not re-run; the interrupted one is), and raising `max_trials`
+extends it. The folder holds keras-tuner's project (`search/`), `trials.md` and `trials.json`
+(every trial's hyperparameters, objective and seconds) and `best.json`.
+
+Across machines, keras-tuner's own mode: the process with `KERASTUNER_TUNER_ID=chief` runs the
+oracle (a gRPC server at `KERASTUNER_ORACLE_IP:KERASTUNER_ORACLE_PORT`) and writes the table and
+`best.json` when the search ends; every other process (`KERASTUNER_TUNER_ID=worker1`, ...) asks
+it for trials and runs them. All of them run the same command (`make tune-chief`, `make
+tune-worker`). Each trial runs on the GPU(s) its process sees: MirroredStrategy over several.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+import traceback
+
+import keras
+import keras_tuner as kt
+import numpy as np
+import tensorflow as tf
+
+from recipes import get_recipe, training
+from recipes.config import (
+    ConfigError,
+    apply_overrides,
+    field_types,
+    parse_words,
+    to_dict,
+    write_json,
+)
+
+TUNERS = ("hyperband", "bayesian", "random")
+
+
+@dataclasses.dataclass(frozen=True)
+class TuneSettings:
+    """How to search (the tuning-only `key=value` words); see the module docstring."""
+
+    tuner: str = "hyperband"
+    max_trials: int = 20
+    executions: int = 1
+    objective: str = ""  # empty: the recipe's own objective
+    factor: int = 3
+    fresh: bool = False
+    # Searched fields held at the base config's value (those set on the command line).
+    fixed: tuple[str, ...] = ()
+
+    def validate(self):
+        if self.tuner not in TUNERS:
+            raise ConfigError(
+                f"tuner={self.tuner!r} is not a known search; choose one of: {', '.join(TUNERS)}"
+            )
+        if self.max_trials < 0:
+            raise ConfigError(f"max_trials={self.max_trials}: must be 0 (no cap) or more")
+        if self.max_trials == 0 and self.tuner != "hyperband":
+            raise ConfigError(f"tuner={self.tuner} needs a budget: give max_trials=N (N >= 1)")
+        if self.executions < 1:
+            raise ConfigError(f"executions={self.executions}: must be at least 1")
+        if self.factor < 2:
+            raise ConfigError(f"factor={self.factor}: Hyperband's factor must be at least 2")
+
+
+def split_tuning_words(words: list[str]) -> tuple[dict, list[str]]:
+    """`key=value` words -> (TuneSettings keyword arguments, the words meant for the config).
+
+    The config words' keys become `fixed` (a searched field set on the command line is not
+    searched); `hp=FILE` only sets the base config.
+    """
+    tuning_keys = set(field_types(TuneSettings)) - {"fixed"}
+    pairs = parse_words(words)
+    settings = apply_overrides(TuneSettings(), {k: v for k, v in pairs.items() if k in tuning_keys})
+    rest = [w for w in words if w.split("=", 1)[0].strip() not in tuning_keys]
+    fixed = tuple(sorted(k for k in pairs if k not in tuning_keys and k != "hp"))
+    return dataclasses.asdict(dataclasses.replace(settings, fixed=fixed)), rest
+
+
+# -- what a trial is, per recipe ---------------------------------------------------------------
+
+
+class NmtTrials:
+    """Trains an nmt trial config and scores it: validation BLEU with the trial's beam size.
+
+    The data (pairs, vocabularies, id arrays) is built once per process and shared by every
+    trial with the same data fields; the search space only touches model and training fields.
+    """
+
+    objectives = {"val_bleu": "max", "val_loss": "min"}  # the first is the default
+    DATA_FIELDS = (
+        "data", "source_lang", "target_lang", "train_size", "validation_size", "test_size",
+        "max_digits", "max_items", "max_source_length", "max_target_length", "max_vocab_size",
+        "min_count", "seed",
+    )
+
+    def __init__(self):
+        self._data = {}
+
+    def data(self, config):
+        from recipes import nmt
+
+        key = tuple(getattr(config, f) for f in self.DATA_FIELDS)
+        if key not in self._data:
+            t0 = time.time()
+            data = nmt.build_data(config)
+            train = nmt.encode_pairs(data.train, data, config)
+            validation = nmt.encode_pairs(data.validation, data, config)
+            print(f"data: {data.report}; {len(data.train)} train / {len(data.validation)} "
+                  f"validation pairs; vocabularies {len(data.source_vocab)} / "
+                  f"{len(data.target_vocab)} tokens ({time.time() - t0:.1f}s, once per process)")
+            self._data[key] = (data, train, validation)
+        return self._data[key]
+
+    def run(self, config, epochs, initial_epoch=0, weights_in=None, weights_out=None,
+            strategy=None, seed=0, log=print) -> dict:
+        from recipes import nmt
+        from recipes.translator import Translator
+        from zoo import text
+        from zoo.metrics import corpus_bleu
+
+        data, (train_src, train_tgt), (val_src, val_tgt) = self.data(config)
+        strategy = strategy or tf.distribute.get_strategy()
+        keras.utils.set_random_seed(seed)
+        steps = nmt.steps_for(train_src, train_tgt, config)
+        with strategy.scope():
+            model = nmt.build_model(config, len(data.source_vocab), len(data.target_vocab))
+            nmt.compile_model(model, config, steps)
+            if weights_in:  # Hyperband's continued trial: weights and Adam's moments
+                model.optimizer.build(model.trainable_variables)
+                model.load_weights(weights_in)
+        log(f"variables on {variable_devices(model)}; compute dtype {model.compute_dtype}")
+        history = model.fit(
+            nmt.make_dataset(train_src, train_tgt, config, first_epoch=initial_epoch),
+            validation_data=nmt.make_dataset(val_src, val_tgt, config, shuffle=False),
+            steps_per_epoch=steps,
+            validation_steps=nmt.steps_for(val_src, val_tgt, config),
+            initial_epoch=initial_epoch,
+            epochs=epochs,
+            verbose=2,
+        )
+        if weights_out:
+            model.save_weights(weights_out)
+        translator = Translator(model, data.source_vocab, data.target_vocab, config)
+        sources = [s for s, _ in data.validation]
+        targets = text.python_tokens([t for _, t in data.validation])
+        results = translator.translate(sources, beam=config.beam_size, batch_size=128)
+        bleu = corpus_bleu([" ".join(r.tokens) for r in results],
+                           [" ".join(t[: config.max_target_length]) for t in targets])
+        return {"val_bleu": bleu, "val_loss": float(history.history["val_loss"][-1])}
+
+
+RUNNERS = {"nmt": NmtTrials}
+
+
+# -- devices -----------------------------------------------------------------------------------
+
+
+def variable_devices(model) -> str:
+    """Where the model's first variable lives (every replica's copy under a strategy)."""
+    if not model.weights:
+        return "?"
+    value = getattr(model.weights[0], "value", model.weights[0])
+    copies = getattr(value, "values", None) or (value,)
+    return ", ".join(sorted({str(getattr(v, "device", "?")) for v in copies}))
+
+
+def device_report(strategy) -> str:
+    gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
+    where = f"GPUs visible: {', '.join(gpus)}" if gpus else "no GPU visible, running on CPU"
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    name = type(strategy).__name__ if strategy is not None else "default strategy"
+    return f"{where}; {name} with {replicas} replica(s)"
+
+
+def _strategy():
+    """MirroredStrategy when several GPUs are visible (keras-tuner's `distribution_strategy`)."""
+    strategy = training.choose_strategy()
+    return None if strategy is tf.distribute.get_strategy() else strategy
+
+
+# -- the tuner ---------------------------------------------------------------------------------
+
+
+def _tuner_role() -> str:
+    """"single", "chief" or "worker", from keras-tuner's environment variables."""
+    if "KERASTUNER_ORACLE_IP" not in os.environ:
+        return "single"
+    if "KERASTUNER_TUNER_ID" not in os.environ or "KERASTUNER_ORACLE_PORT" not in os.environ:
+        raise ConfigError(
+            "distributed tuning needs KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP and "
+            "KERASTUNER_ORACLE_PORT on every process (`make tune-chief`, `make tune-worker` set them)"
+        )
+    return "chief" if "chief" in os.environ["KERASTUNER_TUNER_ID"] else "worker"
+
+
+class RecipeTuner(kt.Tuner):
+    """Runs each trial as `runner.run(search_space(hp, base_config), ...)`; no Keras fit of its
+    own. Hyperband's continued trials start from the weights of the trial they continue."""
+
+    def __init__(self, oracle, recipe, base_config, runner, settings, **kwargs):
+        self.recipe = recipe
+        self.base_config = base_config
+        self.runner = runner
+        self.settings = settings
+        self.ran = []  # trial ids this process ran
+        super().__init__(
+            oracle,
+            hypermodel=lambda hp: recipe.search_space(hp, base_config),
+            executions_per_trial=settings.executions,
+            **kwargs,
+        )
+
+    def trial_config(self, hp):
+        config = self.recipe.search_space(hp, self.base_config)
+        validate = getattr(config, "validate", None)
+        if validate is not None:
+            validate()
+        return config
+
+    def run_trial(self, trial, *args, **kwargs):
+        hp = trial.hyperparameters
+        config = self.trial_config(hp)
+        if config.mixed_precision:
+            keras.mixed_precision.set_global_policy("mixed_float16")
+        else:
+            keras.mixed_precision.set_global_policy("float32")
+        epochs = int(hp.values.get("tuner/epochs", config.epochs))
+        initial_epoch = int(hp.values.get("tuner/initial_epoch", 0))
+        previous = hp.values.get("tuner/trial_id")
+        weights_in = None
+        if previous:
+            path = self._weights_path(previous)
+            if os.path.exists(path):
+                weights_in = path
+            else:  # another machine trained it: start over rather than fail
+                initial_epoch = 0
+        searched = {k: v for k, v in hp.values.items()
+                    if not k.startswith("tuner/") and k not in self.settings.fixed}
+        tag = f"trial {trial.trial_id} [{self.tuner_id}]"
+
+        def log(message):
+            print(f"{tag} {message}", flush=True)
+
+        log(" ".join(f"{k}={v}" for k, v in searched.items())
+            + f"; epochs {initial_epoch}->{epochs}"
+            + (f" from trial {previous}" if weights_in else ""))
+        log(f"{device_report(self.distribution_strategy)}; mixed precision "
+            f"{'on' if config.mixed_precision else 'off'}")
+        t0 = time.time()
+        for done in getattr(self.oracle, "trials", {}).values():  # single process or chief
+            if (done.status == "COMPLETED" and done.trial_id != trial.trial_id
+                    and done.hyperparameters.values == hp.values):
+                # The Bayesian oracle can propose a point it has tried: same config, same result.
+                log(f"same values as trial {done.trial_id}: reusing its result")
+                self.ran.append(trial.trial_id)
+                reused = {name: done.metrics.get_last_value(name) for name in done.metrics.metrics}
+                return {**reused, "seconds": round(time.time() - t0, 1)}
+        scores = []
+        try:
+            for execution in range(self.executions_per_trial):
+                keras.backend.clear_session()
+                scores.append(self.runner.run(
+                    config, epochs, initial_epoch, weights_in,
+                    self._weights_path(trial.trial_id) if self.settings.tuner == "hyperband" else None,
+                    strategy=self.distribution_strategy, seed=config.seed + execution, log=log,
+                ))
+        except Exception:
+            log("failed:\n" + traceback.format_exc())
+            raise
+        result = {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}
+        result["seconds"] = round(time.time() - t0, 1)
+        log("done: " + ", ".join(f"{k}={v:.4g}" for k, v in result.items()))
+        self.ran.append(trial.trial_id)
+        return result
+
+    def on_trial_end(self, trial):
+        super().on_trial_end(trial)
+        if not self._is_worker():
+            write_results(self, final=False)
+
+    def _weights_path(self, trial_id):
+        return os.path.join(self.get_trial_dir(trial_id), "weights.weights.h5")
+
+
+def _oracle(settings, objective, config, searched: int):
+    # keras-tuner treats seed 0 as "random": offset it so the search is reproducible.
+    seed = 1000 + config.seed
+    if settings.tuner == "random":
+        return kt.oracles.RandomSearchOracle(objective, max_trials=settings.max_trials, seed=seed)
+    if settings.tuner == "bayesian":
+        # keras-tuner samples 3 random points per dimension before its Gaussian process takes
+        # over: on a small budget that is all of it, so use at most half the budget.
+        initial = min(3 * max(1, searched), max(3, settings.max_trials // 2))
+        return kt.oracles.BayesianOptimizationOracle(
+            objective, max_trials=settings.max_trials, num_initial_points=initial, seed=seed
+        )
+    oracle = kt.oracles.HyperbandOracle(
+        objective, max_epochs=config.epochs, factor=settings.factor, seed=seed
+    )
+    oracle.max_trials = settings.max_trials or None  # a cap on top of the schedule
+    return oracle
+
+
+def tune_id(config, settings: TuneSettings, objective: str) -> str:
+    """`tune-<tuner>-<hash>`: the same base config and settings give the same folder."""
+    items = {k: v for k, v in to_dict(config).items() if k != "run_id"}
+    items["tuning"] = {
+        "tuner": settings.tuner, "executions": settings.executions, "objective": objective,
+        "fixed": sorted(settings.fixed),
+        **({"factor": settings.factor} if settings.tuner == "hyperband" else {}),
+    }
+    digest = hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:8]
+    return f"tune-{settings.tuner}-{digest}"
+
+
+def tune(recipe_name: str, config, **settings) -> str:
+    """Runs (or resumes) a search around `config`; returns the tune folder.
+
+    `settings` are `TuneSettings` fields (`tuner="random", max_trials=8, ...`).
+    """
+    settings = apply_overrides(TuneSettings(), settings)
+    recipe = get_recipe(recipe_name)
+    if recipe_name not in RUNNERS or not hasattr(recipe, "search_space"):
+        raise ConfigError(
+            f"recipe {recipe_name!r} has no search space yet; tunable recipes: {', '.join(RUNNERS)}"
+        )
+    runner = RUNNERS[recipe_name]()
+    objective = settings.objective or next(iter(runner.objectives))
+    if objective not in runner.objectives:
+        raise ConfigError(
+            f"objective={objective!r} is not reported by {recipe_name}; choose one of: "
+            f"{', '.join(runner.objectives)}"
+        )
+    fields = field_types(type(config))
+    probe = kt.HyperParameters()
+    recipe.search_space(probe, config)
+    space = [p.name for p in probe.space]
+    unknown = [n for n in space if n not in fields]
+    if unknown:
+        raise ConfigError(
+            f"{recipe_name}.search_space names {', '.join(unknown)}, which are not "
+            f"{type(config).__name__} fields; name each hyperparameter after the field it sets"
+        )
+    # Only searched fields can be held fixed; other command-line words just set the base config.
+    settings = dataclasses.replace(settings, fixed=tuple(n for n in space if n in settings.fixed))
+    searched = [n for n in space if n not in settings.fixed]
+    role = _tuner_role()
+    out_dir = training.run_dir_for(recipe_name, tune_id(config, settings, objective))
+    if settings.fresh and role != "worker" and os.path.isdir(out_dir):
+        print(f"fresh=true: deleting {out_dir}")
+        shutil.rmtree(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+
+    fixed = kt.HyperParameters()
+    for name in settings.fixed:
+        fixed.Fixed(name, getattr(config, name))
+    oracle = _oracle(settings, kt.Objective(objective, runner.objectives[objective]), config,
+                     len(searched))
+    oracle.hyperparameters = fixed
+    strategy = _strategy()
+    tuner = RecipeTuner(
+        oracle, recipe, config, runner, settings,
+        directory=out_dir, project_name="search", overwrite=False,
+        distribution_strategy=strategy,
+    )
+    if role != "worker":
+        done = sum(t.status == "COMPLETED" for t in tuner.oracle.trials.values())
+        held = ", ".join(f"{n}={getattr(config, n)}" for n in settings.fixed)
+        print(f"{'resuming' if done else 'starting'} {out_dir}: {settings.tuner} search of "
+              f"{objective} over {', '.join(searched)}"
+              + (f"; fixed {held}" if held else "")
+              + (f"; {done} trial(s) already completed" if done else ""))
+    print(f"[{tuner.tuner_id}] {device_report(strategy)}")
+    if role == "chief":
+        print(f"chief: serving the oracle on {os.environ['KERASTUNER_ORACLE_IP']}:"
+              f"{os.environ['KERASTUNER_ORACLE_PORT']}; workers run the trials")
+    t0 = time.time()
+    tuner.search()
+    if role == "worker":
+        print(f"[{tuner.tuner_id}] finished; ran trial(s) {', '.join(tuner.ran) or 'none'}; "
+              "the chief writes the table and best.json")
+        return out_dir
+    write_results(tuner, final=True, wall_seconds=time.time() - t0)
+    return out_dir
+
+
+# -- results -----------------------------------------------------------------------------------
+
+
+def _trial_rows(tuner):
+    fields = field_types(type(tuner.base_config))
+    rows = []
+    for trial_id in sorted(tuner.oracle.trials, key=int):
+        trial = tuner.oracle.trials[trial_id]
+        values = trial.hyperparameters.values
+        metrics = {name: trial.metrics.get_last_value(name)
+                   for name in trial.metrics.metrics}
+        row = {
+            "trial_id": trial_id,
+            "status": trial.status,
+            "hyperparameters": {k: v for k, v in values.items() if k in fields},
+            "metrics": {k: v for k, v in metrics.items() if k != "seconds"},
+            "seconds": metrics.get("seconds"),
+        }
+        if "tuner/epochs" in values:
+            row["epochs"] = values["tuner/epochs"]
+            row["continues"] = values.get("tuner/trial_id")
+        rows.append(row)
+    return rows
+
+
+def _fmt(value):
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def trials_markdown(rows, objective, searched, best_id) -> str:
+    hyperband = any("epochs" in r for r in rows)
+    metric_names = [objective] + sorted({m for r in rows for m in r["metrics"]} - {objective})
+    head = ["trial", "status", *searched, *(["epochs"] if hyperband else []), *metric_names,
+            "seconds"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["trial_id"] + (" *" if r["trial_id"] == best_id else ""), r["status"]]
+        cells += [_fmt(r["hyperparameters"].get(n)) for n in searched]
+        cells += [_fmt(r.get("epochs"))] if hyperband else []
+        cells += [_fmt(r["metrics"].get(m)) for m in metric_names]
+        cells.append(_fmt(r["seconds"]))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_results(tuner, final: bool, wall_seconds: float | None = None) -> dict:
+    """trials.md, trials.json and best.json in the tune folder (the chief's or single process's)."""
+    out_dir = os.path.dirname(tuner.project_dir)
+    objective = tuner.oracle.objective.name
+    rows = _trial_rows(tuner)
+    searched = [p.name for p in tuner.oracle.get_space().space
+                if p.name not in tuner.settings.fixed and not p.name.startswith("tuner/")]
+    completed = [r for r in rows if r["status"] == "COMPLETED"]
+    best_trial = tuner.oracle.get_best_trials(1)
+    best_trial = best_trial[0] if best_trial and best_trial[0].status == "COMPLETED" else None
+    best = None
+    if best_trial is not None:
+        row = next(r for r in rows if r["trial_id"] == best_trial.trial_id)
+        best = {
+            "hyperparameters": row["hyperparameters"],
+            objective: best_trial.score,
+            "metrics": row["metrics"],
+            "trial_id": best_trial.trial_id,
+            "recipe": tuner.recipe.NAME,
+            "tune_dir": out_dir,
+        }
+        write_json(os.path.join(out_dir, "best.json"), best)
+    table = trials_markdown(rows, objective, searched, best and best["trial_id"])
+    with open(os.path.join(out_dir, "trials.md"), "w", encoding="utf-8") as f:
+        f.write(table + "\n")
+    summary = {
+        "recipe": tuner.recipe.NAME,
+        "objective": {"name": objective, "direction": tuner.oracle.objective.direction},
+        "settings": dataclasses.asdict(tuner.settings),
+        "base_config": to_dict(tuner.base_config),
+        "trials": rows,
+        "completed": len(completed),
+        "trial_seconds_total": round(sum(r["seconds"] or 0 for r in rows), 1),
+        "best": best,
+    }
+    write_json(os.path.join(out_dir, "trials.json"), summary)
+    if final:
+        print()
+        print(table)
+        took = f" ({wall_seconds:.0f}s in this process)" if wall_seconds is not None else ""
+        print(f"\n{len(completed)} completed trial(s){took}; table in {out_dir}/trials.md")
+        if best is not None:
+            values = " ".join(f"{k}={v}" for k, v in best["hyperparameters"].items()
+                              if k in searched)
+            print(f"best: trial {best['trial_id']}, {objective}={best[objective]:.4g}: {values}")
+            print(f"wrote {out_dir}/best.json; train with it: python -m recipes train "
+                  f"{tuner.recipe.NAME} hp={out_dir}/best.json")
+        sys.stdout.flush()
+    return summary
