@@ -130,7 +130,8 @@ class Translator:
         """Translates strings; returns one `Translation` per input, in input order.
 
         Args:
-            texts: strings (an empty string gives an empty translation).
+            texts: strings. An empty string is decoded from an all-padding source, as the
+                SavedModel does; the shell commands write an empty line for it instead.
             beam: beam size; 1 is greedy search. Defaults to the run's `beam_size`.
             n_best: how many hypotheses per input (`alternatives` holds all but the best).
             replace_unk: replace each output `[UNK]` by the source token its attention peaks
