@@ -236,7 +236,9 @@ def evaluate(run_dir: str, beam: int | None = None, split: str = "test", plots_c
     write_json(metrics_path, metrics)
     # A few alignments of different lengths, shortest to longest.
     by_len = sorted(range(len(results)), key=lambda i: lengths[i])
-    for n, i in enumerate(by_len[:: max(1, len(by_len) // plots_count)][:plots_count]):
+    if translator.model.decoder.attention is None:
+        plots_count = 0  # the bottleneck baseline has no alignment to draw
+    for n, i in enumerate(by_len[:: max(1, len(by_len) // max(1, plots_count))][:plots_count]):
         plot_translation(results[i], os.path.join(run_dir, f"attention-{n}.png"),
                          title=f"{sources[i][:60]}")
     if not quiet:
