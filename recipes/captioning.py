@@ -73,6 +73,9 @@ class CaptioningConfig:
     input_feeding: bool = True
     # lambda of the doubly stochastic attention regulariser; 0 turns it off.
     doubly_stochastic: float = 1.0
+    # A learned embedding of each grid row and column added to the features: the captions
+    # say where digits are, which translation-invariant convolutions hardly encode.
+    position_embedding: bool = True
     dropout: float = 0.1
     # Training.
     batch_size: int = 64
@@ -362,6 +365,7 @@ def build_model(config: CaptioningConfig, vocab_size: int) -> ImageCaptioner:
         input_feeding=config.input_feeding,
         context_gate=config.context_gate,
         doubly_stochastic=config.doubly_stochastic,
+        position_embedding=config.position_embedding,
     )
     model.build()
     if config.weights:

@@ -135,6 +135,7 @@ def build_image_encoder(
     image_size=None,
     feature_dim=None,
     dropout=0.0,
+    filters=(32, 64, 128),
 ):
     """Builds an image encoder: images `(batch, H, W, 3)` in [0, 255] -> `(batch, h, w, d)`.
 
@@ -154,6 +155,8 @@ def build_image_encoder(
             (`None` means 128); for other backbones `None` keeps the backbone's channels, an int
             adds a trainable 1x1 projection. Defaults to `None`.
         dropout: dropout rate on the output features, during training. Defaults to `0.0`.
+        filters: the `"small_cnn"` channels of each convolution block (ignored by other
+            backbones). Defaults to `(32, 64, 128)`.
 
     Returns:
         A `keras.Model` named `"<backbone>_encoder"` mapping float32 images (uint8 is accepted
@@ -184,7 +187,7 @@ def build_image_encoder(
                 f"{[b for b in BACKBONES if b != 'small_cnn']}."
             )
         cnn = SmallCNNEncoder(
-            feature_dim=128 if feature_dim is None else feature_dim, dropout=dropout, name="cnn"
+            filters, 128 if feature_dim is None else feature_dim, dropout=dropout, name="cnn"
         )
         cnn.trainable = trainable
         model = keras.Model(inputs, cnn(inputs), name=f"{backbone}_encoder")

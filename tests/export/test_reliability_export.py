@@ -69,6 +69,9 @@ def test_kill_during_export_leaves_no_partial_version(nmt_run, nmt_export, tmp_p
     root = tmp_path / "exports"
     shutil.copytree(nmt_export["root"], root)
     model_dir = root / "nmt"
+    # Other tests may have exported more versions into the session's root: keep version 1 only.
+    for extra in _served_versions(model_dir)[1:]:
+        shutil.rmtree(model_dir / str(extra))
     assert _served_versions(model_dir) == [1]
     config_before = (root / "models.config").read_text()
 
