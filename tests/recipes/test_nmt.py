@@ -331,6 +331,11 @@ def test_kill_during_training_then_resume(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="known bug: under MultiWorkerMirroredStrategy Keras' train step receives PerReplica "
+    "batches ('Attempt to convert a value (PerReplica...) to a Tensor'); open in issue 3",
+)
 def test_multi_worker_training_on_loopback(tmp_path):
     """Two worker processes under MultiWorkerMirroredStrategy from TF_CONFIG."""
     import socket
