@@ -372,6 +372,8 @@ def compare_attention(config: NmtConfig, baseline: str = "none") -> dict:
         run = train(variant)
         reports[attention] = _evaluate(run, quiet=True)
         reports[attention]["run"] = run
+    # `latest` stays on the attention model, not on the baseline trained last.
+    training.point_latest(reports[config.attention]["run"])
     out_dir = training.run_dir_for(NAME, f"compare-{fingerprint(config, ignore=('run_id',))}")
     os.makedirs(out_dir, exist_ok=True)
     table = {name: {b: s["exact_match"] for b, s in r["by_length"].items()} for name, r in reports.items()}
