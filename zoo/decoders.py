@@ -20,6 +20,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from zoo.layers.base_attention import project
+
 
 @keras.saving.register_keras_serializable(package="zoo")
 class AttentiveLSTMDecoder(keras.layers.Layer):
@@ -115,13 +117,41 @@ class AttentiveLSTMDecoder(keras.layers.Layer):
         context = ops.cast(context, h.dtype)
         return self.combine(ops.concatenate([context, h], axis=-1)), weights
 
+    def _lstm_weights(self):
+        """`(input_kernel, feed_recurrent_kernel, bias)` of the LSTM, in the compute dtype.
+
+        The LSTM's input kernel is split: the embedding's share is applied to the whole target
+        before the step loop (one large matmul), and the fed-back attentional vector's share is
+        stacked on the recurrent kernel, so each step does a single matmul of `[a_{t-1}; h]`.
+        The weights are the `keras.layers.LSTM`'s own, so the layout of saved models is unchanged.
+        """
+        cell = self.rnn.cell
+        dtype = self.compute_dtype
+        kernel = ops.cast(cell.kernel, dtype)
+        recurrent = ops.cast(cell.recurrent_kernel, dtype)
+        feed = kernel[self.embedding_dim :]
+        return kernel[: self.embedding_dim], ops.concatenate([feed, recurrent], 0), ops.cast(
+            cell.bias, dtype
+        )
+
+    @staticmethod
+    def _lstm_update(z, c):
+        """Keras' LSTM cell update from the summed pre-activations `z` (gates i, f, g, o)."""
+        i, f, g, o = ops.split(z, 4, axis=-1)
+        c = ops.sigmoid(f) * c + ops.sigmoid(i) * ops.tanh(g)
+        return ops.sigmoid(o) * ops.tanh(c), c
+
     def step(self, ids, state, constants, training=False):
         """One decoding step: `(logits [N, V], new_state, weights [N, Tv])`."""
         h, c, feed = state
         x = self.embedding(ids)
         if self.input_feeding:
-            x = ops.concatenate([x, ops.cast(feed, x.dtype)], axis=-1)
-        h, (h, c) = self.rnn.cell(x, (h, c), training=training)
+            w_x, w_fr, bias = self._lstm_weights()
+            z = ops.matmul(x, w_x) + bias
+            z = z + ops.matmul(ops.concatenate([ops.cast(feed, h.dtype), h], axis=-1), w_fr)
+            h, c = self._lstm_update(z, c)
+        else:
+            h, (h, c) = self.rnn.cell(x, (h, c), training=training)
         attentional, weights = self._attend(h, constants, training)
         logits = self.output_projection(self.drop(attentional, training=training))
         return logits, (h, c, attentional), weights
@@ -146,15 +176,20 @@ class AttentiveLSTMDecoder(keras.layers.Layer):
         # A plain tf.while_loop: keras.ops.scan requires each step's outputs to have the carry's
         # structure, and here a step emits the attentional vector and the attention weights.
         h0, c0 = state
-        steps = tf.shape(x)[1]
-        time_major = tf.transpose(x, (1, 0, 2))
+        batch, steps = tf.shape(x)[0], tf.shape(x)[1]
+        w_x, w_fr, bias = self._lstm_weights()
+        # The embeddings' share of every step's pre-activations, in one matmul before the loop.
+        # Read back through a TensorArray: the gradient of slicing a captured tensor would be a
+        # full-size tensor per step (quadratic in the target length); a TensorArray's is not.
+        x_share = tf.transpose(project(x, w_x) + bias, (1, 0, 2))
+        x_share = tf.TensorArray(x_share.dtype, size=steps).unstack(x_share)
         tv = tf.shape(constants[0])[1] if self.attention is not None else 0
         out_a = tf.TensorArray(self.compute_dtype, size=steps, element_shape=[None, self.units])
         out_w = tf.TensorArray("float32", size=steps, element_shape=[None, None])
 
         def body(t, h, c, feed, out_a, out_w):
-            x_t = tf.concat([time_major[t], tf.cast(feed, x.dtype)], axis=-1)
-            h, (h, c) = self.rnn.cell(x_t, (h, c), training=training)
+            z = x_share.read(t) + tf.matmul(tf.concat([feed, h], axis=-1), w_fr)
+            h, c = self._lstm_update(z, c)
             attentional, weights = self._attend(h, constants, training)
             return t + 1, h, c, attentional, out_a.write(t, attentional), out_w.write(t, weights)
 
@@ -166,7 +201,7 @@ class AttentiveLSTMDecoder(keras.layers.Layer):
         )
         attentional = tf.transpose(out_a.stack(), (1, 0, 2))
         weights = tf.transpose(out_w.stack(), (1, 0, 2))
-        return attentional, tf.reshape(weights, (tf.shape(x)[0], steps, tv))
+        return attentional, tf.reshape(weights, (batch, steps, tv))
 
     def get_config(self):
         config = super().get_config()

@@ -126,22 +126,21 @@ class BahdanauAttention(BaseAttention):
 
     def compute_scores(self, query, projected_key):
         projected_query = project(query, ops.cast(self.query_kernel, self.compute_dtype))
-        # The bias joins the query side, (batch, Tq, units), not the (batch, Tq, Tv, units)
-        # sum below: one add fewer over the largest tensor, and a smaller gradient reduction.
         projected_query = ops.cast(projected_query, "float32") + ops.cast(self.bias, "float32")
-        # (batch, Tq, 1, units) + (batch, 1, Tv, units): every query against every key.
-        hidden = ops.tanh(
-            ops.expand_dims(projected_query, 2)
-            + ops.expand_dims(ops.cast(projected_key, "float32"), 1)
-        )
+        projected_key = ops.cast(projected_key, "float32")
+        if len(query.shape) == 2:  # one decoder step: (batch, Tv, units)
+            hidden = ops.tanh(ops.expand_dims(projected_query, 1) + projected_key)
+        else:  # (batch, Tq, Tv, units)
+            hidden = ops.tanh(
+                ops.expand_dims(projected_query, 2) + ops.expand_dims(projected_key, 1)
+            )
         v = ops.cast(self.v, "float32")
         if self.normalize:
             v = ops.cast(self.g, "float32") * v / ops.sqrt(ops.sum(ops.square(v)))
-        # `hidden . v` as one 2-D matmul: about twice as fast on CPU (forward + backward) as
-        # `sum(hidden * v)`, which writes and reads back another tensor of hidden's size.
+        # The sum over units as a 2-D matmul: several times faster than a reduction on CPU.
         shape = ops.shape(hidden)
         flat = ops.matmul(ops.reshape(hidden, (-1, self.units)), ops.expand_dims(v, 1))
-        scores = ops.reshape(flat, (shape[0], shape[1], shape[2]))
+        scores = ops.reshape(flat, tuple(shape[:-1]))
         if self.score_activation == "sigmoid":
             scores = ops.sigmoid(scores)
         return scores

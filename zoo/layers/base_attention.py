@@ -40,8 +40,9 @@ class BaseAttention(keras.layers.Layer):
 
     - `project_key(key)`: the part of the score that depends on the key only, computed once per
       source sentence (a decoder calls it before its step loop);
-    - `compute_scores(query, projected_key)`: float32 scores of shape `(batch_size, Tq, Tv)` for
-      a query of shape `(batch_size, Tq, Dq)`;
+    - `compute_scores(query, projected_key)`: scores of shape `(batch_size, Tq, Tv)` for a
+      query of shape `(batch_size, Tq, Dq)`, and `(batch_size, Tv)` for one step's query
+      `(batch_size, Dq)`;
 
     and may override `scale_scores(scores, projected_key)`, which rescales the scores before
     masking (identity here).
@@ -89,7 +90,8 @@ class BaseAttention(keras.layers.Layer):
         raise NotImplementedError
 
     def compute_scores(self, query, projected_key):
-        """Returns float32 scores `(batch_size, Tq, Tv)` for a query `(batch_size, Tq, Dq)`."""
+        """Scores `(batch_size, Tq, Tv)` for a query `(batch_size, Tq, Dq)`, or `(batch_size, Tv)`
+        for a query `(batch_size, Dq)`."""
         raise NotImplementedError
 
     def scale_scores(self, scores, projected_key):
@@ -128,13 +130,15 @@ class BaseAttention(keras.layers.Layer):
         one_step = len(query.shape) == 2
         query = ops.cast(query, self.compute_dtype)
         value = ops.cast(value, self.compute_dtype)
-        if one_step:
-            query = ops.expand_dims(query, 1)
 
+        # One decoder step stays rank 2 throughout: no time axis to add and squeeze back, which
+        # is several ops less inside a decoder's step loop.
         scores = self.compute_scores(query, projected_key)
         scores = self.scale_scores(ops.cast(scores, "float32"), projected_key)
         if mask is not None:
-            mask = ops.expand_dims(ops.cast(mask, "bool"), 1)
+            mask = ops.cast(mask, "bool")
+            if not one_step:
+                mask = ops.expand_dims(mask, 1)
             scores = ops.where(mask, scores, _MASKED_SCORE)
         weights = ops.softmax(scores, axis=-1)
         if mask is not None:
@@ -144,10 +148,10 @@ class BaseAttention(keras.layers.Layer):
         dropped = weights
         if training and self.dropout > 0:
             dropped = keras.random.dropout(weights, self.dropout, seed=self.seed_generator)
-        context = ops.matmul(ops.cast(dropped, self.compute_dtype), value)
+        dropped = ops.cast(dropped, self.compute_dtype)
         if one_step:
-            return ops.squeeze(context, 1), ops.squeeze(weights, 1)
-        return context, weights
+            return ops.squeeze(ops.matmul(ops.expand_dims(dropped, 1), value), 1), weights
+        return ops.matmul(dropped, value), weights
 
     def compute_output_spec(self, query, value, key=None, mask=None, training=None):
         key = value if key is None else key

@@ -125,20 +125,25 @@ class LuongAttention(BaseAttention):
         return project(key, kernel[self._built_query_dim :])
 
     def compute_scores(self, query, projected_key):
+        one_step = len(query.shape) == 2
         if self.score == "concat":
             kernel = ops.cast(self.kernel, self.compute_dtype)
-            projected_query = project(query, kernel[: self._built_query_dim])
-            # (batch, Tq, 1, units) + (batch, 1, Tv, units): every query against every key.
+            projected_query = ops.cast(project(query, kernel[: self._built_query_dim]), "float32")
+            projected_key = ops.cast(projected_key, "float32")
+            if one_step:
+                hidden = ops.tanh(ops.expand_dims(projected_query, 1) + projected_key)
+                return ops.einsum("bta,a->bt", hidden, ops.cast(self.v, "float32"))
             hidden = ops.tanh(
-                ops.expand_dims(ops.cast(projected_query, "float32"), 2)
-                + ops.expand_dims(ops.cast(projected_key, "float32"), 1)
+                ops.expand_dims(projected_query, 2) + ops.expand_dims(projected_key, 1)
             )
             return ops.sum(hidden * ops.cast(self.v, "float32"), axis=-1)
         if self.score == "dot":
             _check_dot_depths(query.shape[-1], projected_key.shape[-1])
-        # Cast first: a float16 dot product over a wide depth can overflow.
         query, projected_key = ops.cast(query, "float32"), ops.cast(projected_key, "float32")
-        return ops.matmul(query, ops.transpose(projected_key, (0, 2, 1)))
+        # einsum lowers to a batched matmul on the key as stored: no transposed copy per call.
+        if one_step:
+            return ops.einsum("bd,btd->bt", query, projected_key)
+        return ops.einsum("bqd,btd->bqt", query, projected_key)
 
     def scale_scores(self, scores, projected_key):
         if self.scale == "learned":
