@@ -74,6 +74,10 @@ def main(argv=None) -> int:
     from recipes.training import RunError
     from zoo.errors import DataError
 
+    if os.environ.get("ZOO_DEBUG"):
+        import keras
+
+        keras.config.disable_traceback_filtering()
     try:
         recipe = get_recipe(args.recipe)
         if args.command == "tune":
@@ -100,7 +104,11 @@ def main(argv=None) -> int:
 
             return cli_use.caption(args)
     except (ConfigError, DataError, RunError, ValueError) as e:
+        if os.environ.get("ZOO_DEBUG"):
+            raise  # the full traceback, for a bug report
         print(f"error: {e}", file=sys.stderr)
+        if not isinstance(e, (ConfigError, DataError, RunError)):
+            print("(set ZOO_DEBUG=1 for the full traceback)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; re-run the same command to resume", file=sys.stderr)

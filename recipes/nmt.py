@@ -21,10 +21,9 @@ import tensorflow as tf
 
 from recipes import training
 from recipes.config import ConfigError, fingerprint, to_dict, write_json
-from zoo import decoding, text
+from zoo import text
 from zoo.data import num2words_corpus, tsv
-from zoo.metrics import format_report, quality_report
-from zoo.models import ATTENTION_TYPES, Seq2Seq, masked_accuracy, masked_loss
+from zoo.models import ATTENTION_TYPES, Seq2Seq, masked_accuracy, masked_loss, masked_token_losses
 
 NAME = "nmt"
 
@@ -254,7 +253,7 @@ def compile_model(model: Seq2Seq, config: NmtConfig, steps_per_epoch: int) -> No
     )
     model.compile(
         optimizer=keras.optimizers.Adam(schedule, clipnorm=config.clipnorm),
-        loss=masked_loss,
+        loss=masked_token_losses,
         metrics=[masked_accuracy],
         jit_compile=config.jit_compile,
     )

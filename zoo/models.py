@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from zoo.decoders import AttentiveLSTMDecoder
+from zoo.distribute import MultiWorkerFitMixin
 from zoo.encoders import BidirectionalLSTMEncoder
 from zoo.layers import BahdanauAttention, LuongAttention
 
@@ -31,11 +32,25 @@ def make_attention(name: str, units: int):
     return ATTENTION_TYPES[name](units)
 
 
-def masked_loss(y_true, y_pred):
-    """Token cross-entropy averaged over non-padding target tokens (id 0 is padding)."""
+@keras.saving.register_keras_serializable(package="zoo")
+def masked_token_losses(y_true, y_pred):
+    """Per-token cross-entropy, 0 on padding (id 0), scaled so that its plain mean over the batch
+    is the mean over the non-padding tokens.
+
+    This is the loss to `compile` with: Keras reduces it to a scalar itself, which under
+    `tf.distribute` includes dividing by the number of replicas before the gradients are summed
+    across them. (A loss function that returns a scalar is taken as already reduced and is not
+    divided, so with two replicas the gradients, and the logged loss, would be doubled.)
+    """
     mask = ops.cast(ops.not_equal(y_true, 0), "float32")
     ce = keras.losses.sparse_categorical_crossentropy(y_true, y_pred, from_logits=True)
-    return ops.sum(ce * mask) / ops.maximum(ops.sum(mask), 1.0)
+    tokens = ops.cast(ops.size(mask), "float32")
+    return ce * mask * (tokens / ops.maximum(ops.sum(mask), 1.0))
+
+
+def masked_loss(y_true, y_pred):
+    """Token cross-entropy averaged over non-padding target tokens (id 0 is padding): a scalar."""
+    return ops.mean(masked_token_losses(y_true, y_pred))
 
 
 def masked_accuracy(y_true, y_pred):
@@ -46,7 +61,7 @@ def masked_accuracy(y_true, y_pred):
 
 
 @keras.saving.register_keras_serializable(package="zoo")
-class Seq2Seq(keras.Model):
+class Seq2Seq(MultiWorkerFitMixin, keras.Model):
     """Bidirectional LSTM encoder + attentive LSTM decoder (Luong et al., 2015).
 
     Args:
