@@ -24,7 +24,8 @@ def markdown(r):
         )
     for row in r.get("training", []):
         lines.append(
-            f"| nmt training step, {row['mode']} (batch {row['batch_size']}, "
+            f"| nmt training step, {row['mode']}, {row.get('attention', 'bahdanau')} "
+            f"(batch {row['batch_size']}, "
             f"{row['batches']} bucketed batches) | ours {row['ours_tokens_per_s']:.0f} tok/s | "
             f"reference {row['reference_tokens_per_s']:.0f} tok/s | {row['ratio']:.2f}x speed "
             f"| >= 1.5x | {_status(row['ratio'] >= 1.5)} |"

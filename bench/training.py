@@ -74,30 +74,44 @@ def _epoch(model, batches):
     return run
 
 
-def run(config, batch_count=6, repeats=5):
+# (mode, attention) rows: the default model, and the Luong dot form that is closest to the
+# reference's dot-product cross-attention. XLA only for the default (it is slower on CPU).
+VARIANTS = (("graph", "bahdanau"), ("graph", "luong_dot"), ("xla", "bahdanau"))
+
+
+def run(config, batch_count=6, repeats=5, variants=VARIANTS):
     results = []
-    for jit in (False, True):
+    for mode in dict.fromkeys(m for m, _ in variants):
+        jit = mode == "xla"
+        attentions = [a for m, a in variants if m == mode]
         cfg = nmt.NmtConfig(**{**config.__dict__, "jit_compile": jit})
         data, batches = setup(cfg, batch_count)
         tokens = sum(int((y != 0).sum()) for _, y in batches)
-        ours, reference = models(cfg, data, 100)
-        # Warm-up compiles every batch shape (XLA: one compilation per padded shape).
-        times = interleaved({"ours": _epoch(ours, batches), "reference": _epoch(reference, batches)},
-                            repeats=repeats, warmup=1)
-        row = {
-            "mode": "xla" if jit else "graph",
-            "batches": len(batches),
-            "batch_size": cfg.batch_size,
-            "target_tokens": tokens,
-            "ours_tokens_per_s": tokens / times["ours"],
-            "reference_tokens_per_s": tokens / times["reference"],
-            "ratio": times["reference"] / times["ours"],
-            "ours_params": ours.count_params(),
-            "reference_params": reference.count_params(),
-        }
-        results.append(row)
-        print(f"  training {row['mode']}: ours {row['ours_tokens_per_s']:.0f} tok/s, reference "
-              f"{row['reference_tokens_per_s']:.0f} tok/s, speed-up {row['ratio']:.2f}x")
+        fns, params = {}, {}
+        for attention in attentions:
+            ours, reference = models(nmt.NmtConfig(**{**cfg.__dict__, "attention": attention}),
+                                     data, 100)
+            fns[attention], params[attention] = _epoch(ours, batches), ours.count_params()
+        fns["reference"] = _epoch(reference, batches)
+        # Interleaved; the warm-up compiles every batch shape (XLA: one per padded shape).
+        times = interleaved(fns, repeats=repeats, warmup=1)
+        for attention in attentions:
+            row = {
+                "mode": mode,
+                "attention": attention,
+                "batches": len(batches),
+                "batch_size": cfg.batch_size,
+                "target_tokens": tokens,
+                "ours_tokens_per_s": tokens / times[attention],
+                "reference_tokens_per_s": tokens / times["reference"],
+                "ratio": times["reference"] / times[attention],
+                "ours_params": params[attention],
+                "reference_params": reference.count_params(),
+            }
+            results.append(row)
+            print(f"  training {mode} {attention}: ours {row['ours_tokens_per_s']:.0f} tok/s, "
+                  f"reference {row['reference_tokens_per_s']:.0f} tok/s, "
+                  f"speed-up {row['ratio']:.2f}x")
     return results
 
 

@@ -52,7 +52,7 @@ class NmtConfig:
     input_feeding: bool = True
     # Training.
     batch_size: int = 128
-    epochs: int = 8
+    epochs: int = 10
     learning_rate: float = 0.003
     clipnorm: float = 1.0
     patience: int = 3
