@@ -57,6 +57,8 @@ class ImageCaptioner(keras.Model):
         trainable_backbone: whether the encoder trains. Defaults to `True`.
         encoder_filters: the channels of each `SmallCNNEncoder` block (`"small_cnn"` only).
             Defaults to `(32, 64, 128)`.
+        batch_norm: batch normalisation in the small CNN's blocks (`"small_cnn"` only): from
+            scratch, it learns to tell the digits apart several times faster. Defaults to `True`.
         feature_dim: size of each grid feature vector. Defaults to `128`.
         embedding_dim: word embedding size. Defaults to `64`.
         units: decoder LSTM units. Defaults to `128`.
@@ -95,6 +97,7 @@ class ImageCaptioner(keras.Model):
         backbone="small_cnn",
         trainable_backbone=True,
         encoder_filters=(32, 64, 128),
+        batch_norm=True,
         feature_dim=128,
         embedding_dim=64,
         units=128,
@@ -116,6 +119,7 @@ class ImageCaptioner(keras.Model):
         self.backbone = backbone
         self.trainable_backbone = bool(trainable_backbone)
         self.encoder_filters = tuple(int(f) for f in encoder_filters)
+        self.batch_norm = bool(batch_norm)
         self.feature_dim = int(feature_dim)
         self.embedding_dim = int(embedding_dim)
         self.units = int(units)
@@ -137,6 +141,7 @@ class ImageCaptioner(keras.Model):
             image_size=self.image_size,
             feature_dim=self.feature_dim,
             filters=self.encoder_filters,
+            batch_norm=self.batch_norm,
         )
         self.init_h = keras.layers.Dense(self.units, activation="tanh", name="init_h")
         self.init_c = keras.layers.Dense(self.units, activation="tanh", name="init_c")
@@ -216,6 +221,7 @@ class ImageCaptioner(keras.Model):
             "backbone": self.backbone,
             "trainable_backbone": self.trainable_backbone,
             "encoder_filters": list(self.encoder_filters),
+            "batch_norm": self.batch_norm,
             "feature_dim": self.feature_dim,
             "embedding_dim": self.embedding_dim,
             "units": self.units,
