@@ -140,10 +140,11 @@ class LuongAttention(BaseAttention):
         if self.score == "dot":
             _check_dot_depths(query.shape[-1], projected_key.shape[-1])
         query, projected_key = ops.cast(query, "float32"), ops.cast(projected_key, "float32")
-        # einsum lowers to a batched matmul on the key as stored: no transposed copy per call.
         if one_step:
+            # Inside a decoder's step loop: einsum works on the key as stored, where a transpose
+            # would copy it at every step.
             return ops.einsum("bd,btd->bt", query, projected_key)
-        return ops.einsum("bqd,btd->bqt", query, projected_key)
+        return ops.matmul(query, ops.transpose(projected_key, (0, 2, 1)))
 
     def scale_scores(self, scores, projected_key):
         if self.scale == "learned":
