@@ -1,11 +1,12 @@
 """Recipe `captioning`: show, attend and tell (Xu et al., 2015).
 
 A small CNN (or a `keras.applications` backbone) turns each image into an `h x w` grid of
-feature vectors; an attentive LSTM decoder, started from the mean feature, captions the image
-looking at the grid through any `zoo.layers` attention with the paper's gating scalar, trained
-with the doubly stochastic attention regulariser. Default data: captioned scenes of handwritten
-digits (no download), whose digit boxes let the attention be scored; `data=coco:CAPTIONS.json:
-IMAGE_DIR` (or `coco_json=... image_dir=...`) trains on a user's COCO-format captions.
+feature vectors; an attentive LSTM decoder, started from the mean and the maximum feature,
+captions the image looking at the grid through any `zoo.layers` attention, with the paper's
+gating scalar and doubly stochastic attention regulariser available (both off by default).
+Default data: captioned scenes of handwritten digits (no download), whose digit boxes let the
+attention be scored; `data=coco:CAPTIONS.json:IMAGE_DIR` (or `coco_json=... image_dir=...`)
+trains on a user's COCO-format captions.
 
     python -m recipes train captioning                 # or: make train RECIPE=captioning
     python -m recipes train captioning attention=none  # the baseline that sees no grid
@@ -32,7 +33,7 @@ from zoo.captioning_model import ImageCaptioner
 from zoo.data import coco, digit_scenes
 from zoo.errors import DataError
 from zoo.image_encoders import BACKBONES, build_image_encoder
-from zoo.models import ATTENTION_TYPES, masked_accuracy, masked_loss
+from zoo.models import ATTENTION_TYPES, masked_accuracy, masked_loss, masked_token_losses
 
 NAME = "captioning"
 
@@ -54,6 +55,11 @@ class CaptioningConfig:
     validation_size: int = 500
     test_size: int = 1000
     max_digits: int = 4
+    # Digit scenes: draw train_size new training scenes every epoch after the first (a pure
+    # function of seed and epoch, so a resumed run sees the same ones). With one fixed set the
+    # decoder learns each training scene's caption by heart within three epochs, and the
+    # validation loss rises while the digits are still not told apart.
+    fresh_scenes: bool = True
     # Images are resized to image_size x image_size; the small CNN's grid is image_size / 8.
     image_size: int = 48
     max_caption_length: int = 30
@@ -71,10 +77,19 @@ class CaptioningConfig:
     embedding_dim: int = 64
     units: int = 128
     attention: str = "bahdanau"
-    context_gate: bool = True
-    input_feeding: bool = True
-    # lambda of the doubly stochastic attention regulariser; 0 turns it off.
-    doubly_stochastic: float = 1.0
+    # The paper's gating scalar on the context. Off by default: trained from scratch, the gate
+    # learns to shut the context out while the encoder does not yet tell the digits apart,
+    # which leaves the encoder without the gradient it needs to learn them.
+    context_gate: bool = False
+    # Feed the last attentional vector back into the LSTM. Off by default: without it the
+    # image reaches each word only through that word's own attention (and the initial state),
+    # so the map of the step that emits a digit's name is where the decoder looked for it.
+    input_feeding: bool = False
+    # lambda of the doubly stochastic attention regulariser; 0 turns it off (the default). It
+    # pushes each region's attention, summed over the caption, towards 1: with 36 regions and
+    # about 15 words that cannot hold, its least value (about 0.8 per word) is as large as the
+    # cross-entropy itself, and it spreads the attention evenly over an empty canvas.
+    doubly_stochastic: float = 0.0
     # A learned embedding of each grid row and column added to the features: the captions
     # say where digits are, which translation-invariant convolutions hardly encode.
     position_embedding: bool = True
@@ -319,15 +334,28 @@ def batches(images, image_index, targets, batch_size, seed, epoch, shuffle=True)
         yield {"image": images[image_index[idx]], "target_in": target[:, :-1]}, target[:, 1:]
 
 
-def make_dataset(split, examples, config, first_epoch=0, shuffle=True):
-    """A repeating `tf.data.Dataset` of batches; each pass over it is the next epoch."""
-    image_index, targets = examples
+def epoch_examples(split, examples, config, vocab, epoch):
+    """`(images, examples)` an epoch trains on: the split itself, or with `fresh_scenes` (digit
+    scenes, `vocab` given) new scenes for every epoch after the first, drawn from the seed and
+    the epoch."""
+    if epoch == 0 or vocab is None or not config.fresh_scenes or split.scenes is None:
+        return split.images, examples
+    fresh = _digit_split(
+        "train", len(split), dataclasses.replace(config, seed=config.seed + 100_003 * epoch)
+    )
+    return fresh.images, encode_examples(fresh, vocab)
+
+
+def make_dataset(split, examples, config, first_epoch=0, shuffle=True, vocab=None):
+    """A repeating `tf.data.Dataset` of batches; each pass over it is the next epoch. Given the
+    vocabulary, a digit-scene training split is redrawn each epoch (see `epoch_examples`)."""
     epoch = [first_epoch]
     size = split.images.shape[1:]
 
     def gen():
+        images, (image_index, targets) = epoch_examples(split, examples, config, vocab, epoch[0])
         yield from batches(
-            split.images, image_index, targets, config.batch_size, config.seed, epoch[0], shuffle
+            images, image_index, targets, config.batch_size, config.seed, epoch[0], shuffle
         )
         epoch[0] += 1
 
@@ -392,7 +420,7 @@ def compile_model(model, config: CaptioningConfig, steps_per_epoch: int) -> None
     )
     model.compile(
         optimizer=keras.optimizers.Adam(schedule, clipnorm=config.clipnorm),
-        loss=masked_loss,
+        loss=masked_token_losses,
         # The loss includes the attention regulariser; the cross-entropy alone is logged too.
         metrics=[masked_accuracy, masked_loss],
         jit_compile=config.jit_compile,
@@ -644,7 +672,8 @@ def train(config: CaptioningConfig, quiet: bool = False, evaluate_after: bool = 
                                        write_dir))
     if state["epoch"] < config.epochs and not state.get("stopped_early"):
         model.fit(
-            make_dataset(data.train, train_examples, config, first_epoch=state["epoch"]),
+            make_dataset(data.train, train_examples, config, first_epoch=state["epoch"],
+                         vocab=data.vocab),
             validation_data=make_dataset(data.validation, val_examples, config, shuffle=False),
             steps_per_epoch=steps,
             validation_steps=steps_for(val_examples, config),
@@ -743,3 +772,89 @@ def evaluate(run_dir: str, beam: int | None = None, split: str = "test", plots_c
         print(f"{run_dir} — {split} split, {decoding_name}, {len(test)} images: {bleu}  "
               f"exact match {report['exact_match']:.1%}{where}  ({seconds:.0f}s)")
     return report
+
+
+# -- hyperparameter search -------------------------------------------------------------------
+
+
+def search_space(hp, config: CaptioningConfig) -> CaptioningConfig:
+    """The captioning search space: `config` with values drawn from `hp` (a
+    `kt.HyperParameters`), each named after the config field it sets (see `recipes.tuning`)."""
+    # units stays fixed: the dot-product attentions need units == feature_dim.
+    return dataclasses.replace(
+        config,
+        attention=hp.Choice("attention", list(ATTENTION_TYPES)),
+        context_gate=hp.Boolean("context_gate"),
+        doubly_stochastic=hp.Choice("doubly_stochastic", [0.0, 0.01, 0.1]),
+        embedding_dim=hp.Choice("embedding_dim", [32, 64, 128]),
+        dropout=hp.Choice("dropout", [0.0, 0.1, 0.2]),
+        learning_rate=hp.Choice("learning_rate", [1e-3, 3e-3, 1e-2]),
+        beam_size=hp.Choice("beam_size", [1, 3]),
+    )
+
+
+class Trials:
+    """Trains a captioning trial config for `recipes.tuning` and scores it: corpus BLEU-4 of the
+    validation split captioned with the trial's `beam_size` (`val_bleu4`), or `val_loss`.
+
+    The data is built once per process and shared by every trial with the same data fields;
+    the search space only touches model and training fields.
+    """
+
+    objectives = {"val_bleu4": "max", "val_loss": "min"}  # the first is the default
+    DATA_FIELDS = (
+        "data", "coco_json", "image_dir", "train_size", "validation_size", "test_size",
+        "max_digits", "image_size", "max_caption_length", "max_vocab_size", "min_count", "seed",
+    )
+
+    def __init__(self):
+        self._data = {}
+
+    def data(self, config):
+        key = tuple(getattr(config, f) for f in self.DATA_FIELDS)
+        if key not in self._data:
+            t0 = time.time()
+            data = build_data(config)
+            train = encode_examples(data.train, data.vocab)
+            validation = encode_examples(data.validation, data.vocab)
+            print(f"data: {data.report}; {len(data.train)} train / {len(data.validation)} "
+                  f"validation images; vocabulary {len(data.vocab)} words "
+                  f"({time.time() - t0:.1f}s, once per process)")
+            self._data[key] = (data, train, validation)
+        return self._data[key]
+
+    def run(self, config, epochs, initial_epoch=0, weights_in=None, weights_out=None,
+            strategy=None, seed=0, log=print) -> dict:
+        data, train_examples, val_examples = self.data(config)
+        strategy = strategy or tf.distribute.get_strategy()
+        keras.utils.set_random_seed(seed)
+        steps = steps_for(train_examples, config)
+        with strategy.scope():
+            model = build_model(config, len(data.vocab))
+            compile_model(model, config, steps)
+            if weights_in:  # Hyperband's continued trial: weights and Adam's moments
+                model.optimizer.build(model.trainable_variables)
+                model.load_weights(weights_in)
+        history = model.fit(
+            make_dataset(data.train, train_examples, config, first_epoch=initial_epoch,
+                         vocab=data.vocab),
+            validation_data=make_dataset(data.validation, val_examples, config, shuffle=False),
+            steps_per_epoch=steps,
+            validation_steps=steps_for(val_examples, config),
+            initial_epoch=initial_epoch,
+            epochs=epochs,
+            verbose=2,
+        )
+        if weights_out:
+            model.save_weights(weights_out)
+        captioner = Captioner(model, data.vocab, config)
+        results = captioner.caption(data.validation.images, beam=config.beam_size, batch_size=128)
+        report = score_captions(results, data.validation)
+        return {"val_bleu4": report["bleu4"], "val_loss": float(history.history["val_loss"][-1])}
+
+
+def tune(config: CaptioningConfig, **settings) -> str:
+    """Searches `search_space` around `config` with keras-tuner (see `recipes.tuning`)."""
+    from recipes import tuning
+
+    return tuning.tune(NAME, config, **settings)

@@ -176,7 +176,13 @@ class NmtTrials:
         return {"val_bleu": bleu, "val_loss": float(history.history["val_loss"][-1])}
 
 
-RUNNERS = {"nmt": NmtTrials}
+def _captioning_trials():
+    from recipes.captioning import Trials  # the captioning runner lives with its recipe
+
+    return Trials()
+
+
+RUNNERS = {"nmt": NmtTrials, "captioning": _captioning_trials}
 
 
 # -- devices -----------------------------------------------------------------------------------
@@ -247,7 +253,7 @@ class RecipeTuner(kt.Tuner):
     def run_trial(self, trial, *args, **kwargs):
         hp = trial.hyperparameters
         config = self.trial_config(hp)
-        if config.mixed_precision:
+        if getattr(config, "mixed_precision", False):  # captioning has no such field
             keras.mixed_precision.set_global_policy("mixed_float16")
         else:
             keras.mixed_precision.set_global_policy("float32")
@@ -272,7 +278,7 @@ class RecipeTuner(kt.Tuner):
             + f"; epochs {initial_epoch}->{epochs}"
             + (f" from trial {previous}" if weights_in else ""))
         log(f"{device_report(self.distribution_strategy)}; mixed precision "
-            f"{'on' if config.mixed_precision else 'off'}")
+            f"{'on' if getattr(config, 'mixed_precision', False) else 'off'}")
         t0 = time.time()
         for done in getattr(self.oracle, "trials", {}).values():  # single process or chief
             if (done.status == "COMPLETED" and done.trial_id != trial.trial_id

@@ -94,10 +94,22 @@ def _interpolation(source, target):
 
 
 def attention_peak(attention_map, height, width):
-    """`(x, y)`: the pixel where the upsampled map peaks (the first one on a tie)."""
+    """`(x, y)`: the pixel where the upsampled map peaks.
+
+    Where several pixels tie for the peak, the one nearest the centre of the strongest cell is
+    taken (the first of those on a tie). The upsampled map is flat between a border cell's
+    centre and the image's edge, so taking the first tied pixel would put every peak in a top
+    or left border cell on the edge of the image, outside the cell's digit.
+    """
+    attention_map = np.asarray(attention_map, np.float64)
     upsampled = upsample(attention_map, height, width)
-    y, x = np.unravel_index(int(np.argmax(upsampled)), upsampled.shape)
-    return int(x), int(y)
+    top = upsampled.max()
+    ys, xs = np.nonzero(upsampled >= top - 1e-9 * max(abs(top), 1.0))  # raster order
+    row, col = np.unravel_index(int(np.argmax(attention_map)), attention_map.shape)
+    centre_y = (row + 0.5) * height / attention_map.shape[0] - 0.5
+    centre_x = (col + 0.5) * width / attention_map.shape[1] - 0.5
+    n = int(np.argmin((ys - centre_y) ** 2 + (xs - centre_x) ** 2))  # first on a tie
+    return int(xs[n]), int(ys[n])
 
 
 def match_digit_words(words, digits, digit_word_positions):

@@ -2,7 +2,8 @@
 
     grid   = encoder(image)                     (batch, h, w, d): one annotation vector a_i per cell
     memory = reshape(grid, (batch, h * w, d))
-    h_0    = tanh(W_h mean_i a_i),  c_0 = tanh(W_c mean_i a_i)
+    s      = [mean_i a_i ; max_i a_i]             (what the image holds on average, and at its peak)
+    h_0    = tanh(W_h s),  c_0 = tanh(W_c s)
     logits, alpha = AttentiveLSTMDecoder(target_in, memory, initial_state=(h_0, c_0))
 
 trained on the token cross-entropy plus the doubly stochastic attention regulariser
@@ -21,6 +22,7 @@ import keras
 from keras import ops
 
 from zoo.decoders import AttentiveLSTMDecoder
+from zoo.distribute import MultiWorkerFitMixin
 from zoo.image_encoders import build_image_encoder
 from zoo.models import make_attention
 
@@ -42,7 +44,7 @@ def doubly_stochastic_penalty(weights, target_mask):
 
 
 @keras.saving.register_keras_serializable(package="zoo")
-class ImageCaptioner(keras.Model):
+class ImageCaptioner(MultiWorkerFitMixin, keras.Model):
     """Image encoder, then an attentive LSTM decoder over the flattened feature grid.
 
     The loss `fit` minimises is the per-token cross-entropy (from `compile`) plus the doubly
@@ -166,8 +168,8 @@ class ImageCaptioner(keras.Model):
             self.column_embedding = self.add_weight(
                 shape=(1, grid[2], grid[-1]), initializer="zeros", name="column_embedding"
             )
-        self.init_h.build((None, self.feature_dim))
-        self.init_c.build((None, self.feature_dim))
+        self.init_h.build((None, 2 * self.feature_dim))
+        self.init_c.build((None, 2 * self.feature_dim))
         self.decoder.build((None, None), (None, None, grid[-1]))
         self.built = True
 
@@ -187,8 +189,12 @@ class ImageCaptioner(keras.Model):
             grid = grid + self.row_embedding + self.column_embedding
         shape = ops.shape(grid)
         memory = ops.reshape(grid, (shape[0], -1, shape[-1]))
-        mean = ops.mean(memory, axis=1)
-        return memory, (self.init_h(mean), self.init_c(mean))
+        # The paper starts from the mean annotation vector; on a mostly empty canvas the mean
+        # dilutes a digit's features by the number of cells, while their maximum over the grid
+        # says which digits are there whatever their count: the decoder starts knowing what
+        # to name, and the encoder learns the digits from the first steps.
+        summary = ops.concatenate([ops.mean(memory, axis=1), ops.max(memory, axis=1)], axis=-1)
+        return memory, (self.init_h(summary), self.init_c(summary))
 
     def forward(self, images, target_in, training=None):
         """Teacher-forced logits and attention weights `(batch_size, T, h * w)`."""
