@@ -106,9 +106,9 @@ def main(argv=None) -> int:
     except (ConfigError, DataError, RunError, ValueError) as e:
         if os.environ.get("ZOO_DEBUG"):
             raise  # the full traceback, for a bug report
-        print(f"error: {e}", file=sys.stderr)
-        if not isinstance(e, (ConfigError, DataError, RunError)):
-            print("(set ZOO_DEBUG=1 for the full traceback)", file=sys.stderr)
+        # One line. A ValueError may come from deeper down: say how to see where.
+        hint = "" if isinstance(e, (ConfigError, DataError, RunError)) else " (ZOO_DEBUG=1 shows the traceback)"
+        print(f"error: {e}{hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; re-run the same command to resume", file=sys.stderr)
