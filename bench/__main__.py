@@ -53,6 +53,7 @@ def main(argv=None):
     t_start = time.time()
 
     os.makedirs(TMP, exist_ok=True)
+    os.makedirs(args.out, exist_ok=True)
     from bench import report, timing
     from recipes import training as recipe_training
 
