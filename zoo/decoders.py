@@ -147,12 +147,10 @@ class AttentiveLSTMDecoder(keras.layers.Layer):
         h, c, feed = state
         x = self.embedding(ids)
         if self.input_feeding:
-            w_x, w_fr, bias = self._lstm_weights()
-            z = ops.matmul(x, w_x) + bias
-            z = z + ops.matmul(ops.concatenate([ops.cast(feed, h.dtype), h], axis=-1), w_fr)
-            h, c = self._lstm_update(z, c)
-        else:
-            h, (h, c) = self.rnn.cell(x, (h, c), training=training)
+            x = ops.concatenate([x, ops.cast(feed, x.dtype)], axis=-1)
+        # The cell itself, on its own weights: restacking them (as the teacher-forced loop does
+        # once) would be redone at every decoding step.
+        h, (h, c) = self.rnn.cell(x, (h, c), training=training)
         attentional, weights = self._attend(h, constants, training)
         logits = self.output_projection(self.drop(attentional, training=training))
         return logits, (h, c, attentional), weights
