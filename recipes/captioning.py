@@ -60,7 +60,9 @@ class CaptioningConfig:
     # decoder learns each training scene's caption by heart within three epochs, and the
     # validation loss rises while the digits are still not told apart.
     fresh_scenes: bool = True
-    # Images are resized to image_size x image_size; the small CNN's grid is image_size / 8.
+    # Images are resized to image_size x image_size; the small CNN's grid is image_size / 2**n
+    # for n encoder blocks: 3x3 with the defaults, one grid cell per cell of the digit scenes'
+    # layout, so each cell holds at most one digit.
     image_size: int = 48
     max_caption_length: int = 30
     max_vocab_size: int = 10000
@@ -70,7 +72,10 @@ class CaptioningConfig:
     # Backbone weights: "" (random), "imagenet", or the path of a weights file.
     weights: str = ""
     trainable_backbone: bool = True
-    encoder_filters: tuple[int, ...] = (16, 32, 64)
+    # Four blocks (48x48 -> 3x3). With three (a 6x6 grid, 8 pixels a cell) a digit spread over
+    # several cells and the attention over 36 of them stayed diffuse: a 4-epoch run measured
+    # BLEU-4 0.436 and localisation 10% against 0.671 and 41% with four blocks.
+    encoder_filters: tuple[int, ...] = (16, 32, 64, 64)
     # Batch normalisation in the small CNN: from scratch it learns digits several times faster.
     batch_norm: bool = True
     feature_dim: int = 128
@@ -93,6 +98,10 @@ class CaptioningConfig:
     # A learned embedding of each grid row and column added to the features: the captions
     # say where digits are, which translation-invariant convolutions hardly encode.
     position_embedding: bool = True
+    # Layer normalisation of each grid cell's features (before the position embedding). Without
+    # it the features' scale grows, the tanh initial state saturates (it hardly changes from
+    # image to image): 10 epochs without it reached BLEU-4 0.273, 4 epochs with it 0.436.
+    feature_norm: bool = True
     dropout: float = 0.1
     # Training.
     batch_size: int = 64
@@ -397,6 +406,7 @@ def build_model(config: CaptioningConfig, vocab_size: int) -> ImageCaptioner:
         context_gate=config.context_gate,
         doubly_stochastic=config.doubly_stochastic,
         position_embedding=config.position_embedding,
+        feature_norm=config.feature_norm,
     )
     model.build()
     if config.weights:
@@ -785,6 +795,7 @@ def search_space(hp, config: CaptioningConfig) -> CaptioningConfig:
         config,
         attention=hp.Choice("attention", list(ATTENTION_TYPES)),
         context_gate=hp.Boolean("context_gate"),
+        input_feeding=hp.Boolean("input_feeding"),
         doubly_stochastic=hp.Choice("doubly_stochastic", [0.0, 0.01, 0.1]),
         embedding_dim=hp.Choice("embedding_dim", [32, 64, 128]),
         dropout=hp.Choice("dropout", [0.0, 0.1, 0.2]),

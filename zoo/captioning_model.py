@@ -1,6 +1,7 @@
 """The "show, attend and tell" image captioner: image encoder + attentive LSTM decoder.
 
     grid   = encoder(image)                     (batch, h, w, d): one annotation vector a_i per cell
+             (optionally layer-normalised per cell, plus a learned row and column embedding)
     memory = reshape(grid, (batch, h * w, d))
     s      = [mean_i a_i ; max_i a_i]             (what the image holds on average, and at its peak)
     h_0    = tanh(W_h s),  c_0 = tanh(W_c s)
@@ -109,6 +110,7 @@ class ImageCaptioner(MultiWorkerFitMixin, keras.Model):
         context_gate=True,
         doubly_stochastic=1.0,
         position_embedding=True,
+        feature_norm=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -136,6 +138,7 @@ class ImageCaptioner(MultiWorkerFitMixin, keras.Model):
                 "image_size=..., or position_embedding=False for images of any size."
             )
         self.position_embedding = bool(position_embedding)
+        self.feature_norm = bool(feature_norm)
         self.encoder = build_image_encoder(
             backbone,
             weights=None,
@@ -144,6 +147,9 @@ class ImageCaptioner(MultiWorkerFitMixin, keras.Model):
             feature_dim=self.feature_dim,
             filters=self.encoder_filters,
             batch_norm=self.batch_norm,
+        )
+        self.feature_normalization = (
+            keras.layers.LayerNormalization(name="feature_norm") if self.feature_norm else None
         )
         self.init_h = keras.layers.Dense(self.units, activation="tanh", name="init_h")
         self.init_c = keras.layers.Dense(self.units, activation="tanh", name="init_c")
@@ -168,6 +174,8 @@ class ImageCaptioner(MultiWorkerFitMixin, keras.Model):
             self.column_embedding = self.add_weight(
                 shape=(1, grid[2], grid[-1]), initializer="zeros", name="column_embedding"
             )
+        if self.feature_normalization is not None:
+            self.feature_normalization.build(grid)
         self.init_h.build((None, 2 * self.feature_dim))
         self.init_c.build((None, 2 * self.feature_dim))
         self.decoder.build((None, None), (None, None, grid[-1]))
@@ -185,6 +193,8 @@ class ImageCaptioner(MultiWorkerFitMixin, keras.Model):
         if not self.built:  # called directly (decoding), not through __call__
             self.build()
         grid = self.encoder(ops.cast(images, "float32"), training=training)
+        if self.feature_normalization is not None:
+            grid = self.feature_normalization(grid)
         if self.position_embedding:
             grid = grid + self.row_embedding + self.column_embedding
         shape = ops.shape(grid)
@@ -237,4 +247,5 @@ class ImageCaptioner(MultiWorkerFitMixin, keras.Model):
             "context_gate": self.context_gate,
             "doubly_stochastic": self.doubly_stochastic,
             "position_embedding": self.position_embedding,
+            "feature_norm": self.feature_norm,
         }

@@ -75,6 +75,24 @@ def test_config_round_trip_and_keras_save(tmp_path):
     np.testing.assert_allclose(loaded(x), model(x), atol=1e-6)
 
 
+def test_feature_norm_normalises_each_cell_and_saves(tmp_path):
+    model = ImageCaptioner(**TINY, feature_norm=True, position_embedding=False)
+    x = _inputs(3)
+    memory, _ = model.encode(x["image"])
+    memory = np.asarray(memory)
+    # Each cell's features: mean 0 and variance 1 (LayerNormalization's initial gain and bias).
+    np.testing.assert_allclose(memory.mean(-1), 0.0, atol=1e-5)
+    np.testing.assert_allclose(memory.var(-1), 1.0, atol=1e-2)
+    without = ImageCaptioner(**TINY, position_embedding=False)
+    without.build()
+    assert len(model.weights) == len(without.weights) + 2  # the norm's gamma and beta
+    path = str(tmp_path / "normed.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path, safe_mode=True)
+    assert loaded.feature_norm
+    np.testing.assert_allclose(loaded(x), model(x), atol=1e-6)
+
+
 def test_errors_name_the_problem():
     with pytest.raises(ValueError, match="doubly_stochastic.*>= 0"):
         ImageCaptioner(**TINY, doubly_stochastic=-1.0)
