@@ -75,8 +75,20 @@ def _epoch(model, batches):
 
 
 # (mode, attention) rows: the default model, and the Luong dot form that is closest to the
-# reference's dot-product cross-attention. XLA only for the default (it is slower on CPU).
-VARIANTS = (("graph", "bahdanau"), ("graph", "luong_dot"), ("xla", "bahdanau"))
+# reference's dot-product cross-attention; "+nofeed": without input feeding, so the decoder's
+# LSTM and its attention each run over the whole target at once, as the reference's do. XLA
+# only for the default (it is slower on CPU).
+VARIANTS = (
+    ("graph", "bahdanau"), ("graph", "luong_dot"), ("graph", "luong_dot+nofeed"),
+    ("xla", "bahdanau"),
+)
+
+
+def _variant_config(config, attention):
+    """`config` for a variant name: `"<attention>"` or `"<attention>+nofeed"`."""
+    name, _, extra = attention.partition("+")
+    return nmt.NmtConfig(**{**config.__dict__, "attention": name,
+                            "input_feeding": extra != "nofeed"})
 
 
 def run(config, batch_count=6, repeats=5, variants=VARIANTS):
@@ -89,8 +101,7 @@ def run(config, batch_count=6, repeats=5, variants=VARIANTS):
         tokens = sum(int((y != 0).sum()) for _, y in batches)
         fns, params = {}, {}
         for attention in attentions:
-            ours, reference = models(nmt.NmtConfig(**{**cfg.__dict__, "attention": attention}),
-                                     data, 100)
+            ours, reference = models(_variant_config(cfg, attention), data, 100)
             fns[attention], params[attention] = _epoch(ours, batches), ours.count_params()
         fns["reference"] = _epoch(reference, batches)
         # Interleaved; the warm-up compiles every batch shape (XLA: one per padded shape).
