@@ -54,3 +54,18 @@ def test_reference_model_trains_one_step():
     x = {"source": np.array([[3, 4, 0]], np.int32), "target_in": np.array([[1, 5, 6]], np.int32)}
     loss = model.train_on_batch(x, np.array([[5, 6, 2]], np.int32))
     assert np.isfinite(loss)
+
+
+def test_decoder_steps_times_every_form_and_counts_less_work_without_input_feeding():
+    from bench import decoder_steps
+
+    result = decoder_steps.run(
+        batch=2, source_length=3, target_length=2, units=8, embedding_dim=4, vocab=10, repeats=1
+    )
+    rows = {row["form"]: row for row in result["rows"]}
+    assert len(rows) == 6 and rows["reference"]["time_vs_reference"] == 1.0
+    assert all(row["ms_per_step"] > 0 for row in rows.values())
+    macs = {form: row["forward_macs_per_token"] for form, row in rows.items()}
+    # Input feeding widens the LSTM's input by `units`: 4 * units**2 more per token.
+    assert macs["luong_dot, input feeding"] - macs["luong_dot, no input feeding"] == 4 * 8 * 8
+    assert macs["bahdanau, input feeding"] > macs["luong_dot, input feeding"]
