@@ -28,6 +28,7 @@ import tensorflow as tf
 
 from recipes import training
 from recipes.config import ConfigError, fingerprint, to_dict, write_json
+from recipes.trials import CachedTrialData
 from zoo import caption_metrics, decoding, plots, text
 from zoo.captioning_model import ImageCaptioner
 from zoo.data import coco, digit_scenes
@@ -804,7 +805,7 @@ def search_space(hp, config: CaptioningConfig) -> CaptioningConfig:
     )
 
 
-class Trials:
+class Trials(CachedTrialData):
     """Trains a captioning trial config for `recipes.tuning` and scores it: corpus BLEU-4 of the
     validation split captioned with the trial's `beam_size` (`val_bleu4`), or `val_loss`.
 
@@ -818,21 +819,13 @@ class Trials:
         "max_digits", "image_size", "max_caption_length", "max_vocab_size", "min_count", "seed",
     )
 
-    def __init__(self):
-        self._data = {}
-
-    def data(self, config):
-        key = tuple(getattr(config, f) for f in self.DATA_FIELDS)
-        if key not in self._data:
-            t0 = time.time()
-            data = build_data(config)
-            train = encode_examples(data.train, data.vocab)
-            validation = encode_examples(data.validation, data.vocab)
-            print(f"data: {data.report}; {len(data.train)} train / {len(data.validation)} "
-                  f"validation images; vocabulary {len(data.vocab)} words "
-                  f"({time.time() - t0:.1f}s, once per process)")
-            self._data[key] = (data, train, validation)
-        return self._data[key]
+    def load(self, config):
+        data = build_data(config)
+        train = encode_examples(data.train, data.vocab)
+        validation = encode_examples(data.validation, data.vocab)
+        summary = (f"{data.report}; {len(data.train)} train / {len(data.validation)} validation "
+                   f"images; vocabulary {len(data.vocab)} words")
+        return data, train, validation, summary
 
     def run(self, config, epochs, initial_epoch=0, weights_in=None, weights_out=None,
             strategy=None, seed=0, log=print) -> dict:

@@ -57,6 +57,7 @@ from recipes.config import (
     to_dict,
     write_json,
 )
+from recipes.trials import CachedTrialData
 
 TUNERS = ("hyperband", "bayesian", "random")
 
@@ -106,7 +107,7 @@ def split_tuning_words(words: list[str]) -> tuple[dict, list[str]]:
 # -- what a trial is, per recipe ---------------------------------------------------------------
 
 
-class NmtTrials:
+class NmtTrials(CachedTrialData):
     """Trains an nmt trial config and scores it: validation BLEU with the trial's beam size.
 
     The data (pairs, vocabularies, id arrays) is built once per process and shared by every
@@ -120,23 +121,15 @@ class NmtTrials:
         "min_count", "seed",
     )
 
-    def __init__(self):
-        self._data = {}
-
-    def data(self, config):
+    def load(self, config):
         from recipes import nmt
 
-        key = tuple(getattr(config, f) for f in self.DATA_FIELDS)
-        if key not in self._data:
-            t0 = time.time()
-            data = nmt.build_data(config)
-            train = nmt.encode_pairs(data.train, data, config)
-            validation = nmt.encode_pairs(data.validation, data, config)
-            print(f"data: {data.report}; {len(data.train)} train / {len(data.validation)} "
-                  f"validation pairs; vocabularies {len(data.source_vocab)} / "
-                  f"{len(data.target_vocab)} tokens ({time.time() - t0:.1f}s, once per process)")
-            self._data[key] = (data, train, validation)
-        return self._data[key]
+        data = nmt.build_data(config)
+        train = nmt.encode_pairs(data.train, data, config)
+        validation = nmt.encode_pairs(data.validation, data, config)
+        summary = (f"{data.report}; {len(data.train)} train / {len(data.validation)} validation "
+                   f"pairs; vocabularies {len(data.source_vocab)} / {len(data.target_vocab)} tokens")
+        return data, train, validation, summary
 
     def run(self, config, epochs, initial_epoch=0, weights_in=None, weights_out=None,
             strategy=None, seed=0, log=print) -> dict:
@@ -253,7 +246,8 @@ class RecipeTuner(kt.Tuner):
     def run_trial(self, trial, *args, **kwargs):
         hp = trial.hyperparameters
         config = self.trial_config(hp)
-        if getattr(config, "mixed_precision", False):  # captioning has no such field
+        mixed_precision = getattr(config, "mixed_precision", False)  # captioning has none
+        if mixed_precision:
             keras.mixed_precision.set_global_policy("mixed_float16")
         else:
             keras.mixed_precision.set_global_policy("float32")
@@ -278,7 +272,7 @@ class RecipeTuner(kt.Tuner):
             + f"; epochs {initial_epoch}->{epochs}"
             + (f" from trial {previous}" if weights_in else ""))
         log(f"{device_report(self.distribution_strategy)}; mixed precision "
-            f"{'on' if getattr(config, 'mixed_precision', False) else 'off'}")
+            f"{'on' if mixed_precision else 'off'}")
         t0 = time.time()
         for done in getattr(self.oracle, "trials", {}).values():  # single process or chief
             if (done.status == "COMPLETED" and done.trial_id != trial.trial_id
