@@ -83,13 +83,13 @@ def main(argv=None):
         if "training" in want:
             print("== 2. training step, ours vs tutorial-style reference", flush=True)
             results["training"] = training.run(
-                config, batch_count=2 if q else 3, repeats=1 if q else 3,
+                config, batch_count=2 if q else 4, repeats=1 if q else 5,
                 variants=training.VARIANTS[:1] if q else training.VARIANTS)
         if "profile" in want:
             print("== profile of our training step", flush=True)
             results["profile_top"] = training.profile(
-                config, os.path.join(args.out, "profile.txt"), batch_count=2,
-                rounds=1)
+                config, os.path.join(args.out, "profile.txt"), batch_count=2 if q else 4,
+                rounds=1 if q else 2)
 
     if {"inference", "scaling"} & want:
         run_dir, exports, which = prepare_model()

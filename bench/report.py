@@ -62,5 +62,6 @@ def markdown(r):
         lines += ["", f"Inference and scaling model: {r['model']}. Plot: bench/scaling.png."]
     if r.get("profile_top"):
         top = ", ".join(f"{p['function']} {p['share']:.0%}" for p in r["profile_top"])
-        lines.append(f"Training-step profile (bench/profile.txt), top own time: {top}.")
+        lines.append(f"Training-step profile (TensorFlow profiler, bench/profile.txt), share of "
+                     f"busy op time: {top}.")
     return "\n".join(lines) + "\n"

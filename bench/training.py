@@ -6,9 +6,7 @@ with a residual and layer norm, and a Dense vocabulary projection; same embeddin
 units, same optimizer, same loss, same batches.
 """
 
-import cProfile
-import io
-import pstats
+import os
 
 import keras
 import numpy as np
@@ -74,21 +72,26 @@ def _epoch(model, batches):
     return run
 
 
-# (mode, attention) rows: the default model, and the Luong dot form that is closest to the
-# reference's dot-product cross-attention; "+nofeed": without input feeding, so the decoder's
-# LSTM and its attention each run over the whole target at once, as the reference's do. XLA
-# only for the default (it is slower on CPU).
+# (mode, variant) rows. A variant is an attention name, the rest of the nmt defaults, plus
+# optional "+" flags: "+feed" turns input feeding on (the decoder then steps its LSTM and its
+# attention together, target position by position), "+positiondrop" draws a dropout mask per
+# position instead of one per sentence (variational_dropout=false). The first row is the default
+# model; Bahdanau with input feeding was the default before; the XLA pair shows what per-position
+# dropout costs there (the random numbers dominate the compiled step on a CPU).
 VARIANTS = (
-    ("graph", "bahdanau"), ("graph", "luong_dot"), ("graph", "luong_dot+nofeed"),
-    ("xla", "bahdanau"),
+    ("graph", "luong_dot"), ("graph", "bahdanau+feed"),
+    ("xla", "luong_dot"), ("xla", "luong_dot+positiondrop"),
 )
+FLAGS = {"feed": {"input_feeding": True}, "positiondrop": {"variational_dropout": False}}
 
 
-def _variant_config(config, attention):
-    """`config` for a variant name: `"<attention>"` or `"<attention>+nofeed"`."""
-    name, _, extra = attention.partition("+")
-    return nmt.NmtConfig(**{**config.__dict__, "attention": name,
-                            "input_feeding": extra != "nofeed"})
+def _variant_config(config, variant):
+    """`config` for a variant name `"<attention>[+flag...]"` (flags: `FLAGS`)."""
+    attention, *flags = variant.split("+")
+    changes = {"attention": attention}
+    for flag in flags:
+        changes.update(FLAGS[flag])
+    return nmt.NmtConfig(**{**config.__dict__, **changes})
 
 
 def run(config, batch_count=6, repeats=5, variants=VARIANTS):
@@ -126,24 +129,68 @@ def run(config, batch_count=6, repeats=5, variants=VARIANTS):
     return results
 
 
-def profile(config, path, batch_count=4, rounds=3):
-    """cProfile of our (graph-mode) training step; the top entries go to `path`."""
+# Parts of the model, told apart by the op names TensorFlow gives them (first match wins).
+PARTS = (
+    ("dropout", lambda name: "dropout" in name),
+    ("encoder LSTM loops", lambda name: "encoder" in name and "while" in name),
+    ("decoder LSTM/step loop", lambda name: "decoder" in name and "while" in name),
+    ("loss", lambda name: "loss" in name),
+    ("vocabulary projection", lambda name: "/output" in name),
+    ("optimizer", lambda name: "adam" in name.lower() or "clip" in name.lower()),
+)
+
+
+def _op_stats(logdir):
+    """Per-op rows `{type, operation, self_us, count}` from a TensorFlow profiler trace."""
+    import glob
+    import json
+
+    from tensorflow.python.profiler.internal import _pywrap_profiler_plugin as plugin
+
+    paths = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)
+    data, _ = plugin.xspace_to_tools_data(paths, "framework_op_stats", {})
+    table = json.loads(data)[0]
+    cols = [c["id"] for c in table["cols"]]
+    rows = [dict(zip(cols, [c["v"] if c else None for c in r["c"]], strict=True)) for r in table["rows"]]
+    return [{"type": r["type"], "operation": r["operation"], "self_us": r["total_self_time"],
+             "count": r["occurrences"]} for r in rows if r["type"] != "IDLE"]
+
+
+def profile(config, path, batch_count=4, rounds=2):
+    """TensorFlow profiler trace of our training step (graph mode, after tracing): op time by
+    op type and by part of the model, written to `path`; returns the top parts' shares."""
+    import collections
+    import tempfile
+
+    import tensorflow as tf
+
     data, batches = setup(config, batch_count)
     ours, _ = models(config, data, 100)
     step = _epoch(ours, batches)
     step()  # trace outside the profile
-    profiler = cProfile.Profile()
-    profiler.enable()
-    for _ in range(rounds):
-        step()
-    profiler.disable()
-    out = io.StringIO()
-    stats = pstats.Stats(profiler, stream=out).sort_stats("tottime")
-    stats.print_stats(25)
+    with tempfile.TemporaryDirectory(prefix="zoo-profile-") as logdir:
+        tf.profiler.experimental.start(logdir)
+        for _ in range(rounds):
+            step()
+        tf.profiler.experimental.stop()
+        rows = _op_stats(logdir)
+    total = sum(r["self_us"] for r in rows)
+    by_type, by_part = collections.Counter(), collections.Counter()
+    for r in rows:
+        by_type[r["type"]] += r["self_us"]
+        part = next((label for label, match in PARTS if match(r["operation"])), "other")
+        by_part[part] += r["self_us"]
+    lines = [f"TensorFlow profiler: {rounds} x {len(batches)} nmt train_on_batch calls (graph mode, "
+             f"after tracing), {config.attention}, input_feeding={config.input_feeding}, "
+             f"variational_dropout={config.variational_dropout}; busy op time {total / 1e3:.0f} ms "
+             "(both cores; idle time left out)", "", "By part of the model:"]
+    lines += [f"  {share / total:6.1%}  {part}" for part, share in by_part.most_common()]
+    lines += ["", "By op type (top 15):"]
+    lines += [f"  {share / total:6.1%}  {kind}" for kind, share in by_type.most_common(15)]
+    lines += ["", "Single ops (top 15, self time):"]
+    for r in sorted(rows, key=lambda r: -r["self_us"])[:15]:
+        lines.append(f"  {r['self_us'] / total:6.1%}  x{r['count']:<5.0f} {r['type']:<12} {r['operation'][-90:]}")
     with open(path, "w", encoding="utf-8") as f:
-        f.write(f"cProfile of {rounds} x {len(batches)} nmt train_on_batch calls (graph mode, "
-                f"after tracing), sorted by own time\n")
-        f.write(out.getvalue())
-    total = stats.total_tt
-    top = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:3]
-    return [{"function": f"{k[0].rsplit('/', 1)[-1]}:{k[2]}", "share": v[2] / total} for k, v in top]
+        f.write("\n".join(lines) + "\n")
+    return [{"function": part, "share": share / total} for part, share in by_part.most_common(3)] + [
+        {"function": f"op {kind}", "share": share / total} for kind, share in by_type.most_common(1)]

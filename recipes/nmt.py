@@ -54,6 +54,8 @@ class NmtConfig:
     units: int = 128
     dropout: float = 0.1
     input_feeding: bool = False
+    # One dropout mask per sentence, shared by its positions (see BidirectionalLSTMEncoder).
+    variational_dropout: bool = True
     # Training.
     batch_size: int = 128
     epochs: int = 10
@@ -246,6 +248,7 @@ def build_model(config: NmtConfig, source_vocab_size: int, target_vocab_size: in
         attention=config.attention,
         dropout=config.dropout,
         input_feeding=config.input_feeding,
+        variational_dropout=config.variational_dropout,
     )
     model.build()
     return model

@@ -21,6 +21,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from zoo.encoders import sequence_noise_shape
 from zoo.layers.base_attention import project
 
 
@@ -37,6 +38,9 @@ class AttentiveLSTMDecoder(keras.layers.Layer):
         dropout: dropout on embeddings and attentional vectors, in training only.
         input_feeding: feed the previous attentional vector into the LSTM. Defaults to `True`.
         context_gate: gate the context with a learned scalar per step. Defaults to `False`.
+        variational_dropout: one dropout mask per sentence and feature, shared by all its
+            steps, instead of one per step (see `zoo.encoders.BidirectionalLSTMEncoder`).
+            Defaults to `False`.
 
     Call arguments:
         target_in: int `(batch_size, T)` previous tokens (START first).
@@ -58,6 +62,7 @@ class AttentiveLSTMDecoder(keras.layers.Layer):
         dropout=0.0,
         input_feeding=True,
         context_gate=False,
+        variational_dropout=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -70,12 +75,13 @@ class AttentiveLSTMDecoder(keras.layers.Layer):
         self.dropout = dropout
         self.input_feeding = input_feeding
         self.context_gate = context_gate
+        self.variational_dropout = bool(variational_dropout)
         self.embedding = keras.layers.Embedding(vocab_size, embedding_dim, name="embedding")
         self.rnn = keras.layers.LSTM(units, return_sequences=True, return_state=True, name="lstm")
         self.combine = keras.layers.Dense(units, activation="tanh", use_bias=False, name="combine")
         self.gate = keras.layers.Dense(1, activation="sigmoid", name="gate") if context_gate else None
         self.output_projection = keras.layers.Dense(vocab_size, dtype="float32", name="output")
-        self.drop = keras.layers.Dropout(dropout)
+        self.drop = keras.layers.Dropout(dropout, noise_shape=sequence_noise_shape(variational_dropout))
 
     def build(self, target_shape, memory_shape=None):
         batch = target_shape[0]
@@ -152,7 +158,9 @@ class AttentiveLSTMDecoder(keras.layers.Layer):
         # once) would be redone at every decoding step.
         h, (h, c) = self.rnn.cell(x, (h, c), training=training)
         attentional, weights = self._attend(h, constants, training)
-        logits = self.output_projection(self.drop(attentional, training=training))
+        # Through the sequence dropout as a one-step sequence: the same masks in both modes.
+        dropped = self.drop(attentional[:, None], training=training)[:, 0] if training else attentional
+        logits = self.output_projection(dropped)
         return logits, (h, c, attentional), weights
 
     # -- teacher forcing ----------------------------------------------------------------------
@@ -214,5 +222,6 @@ class AttentiveLSTMDecoder(keras.layers.Layer):
             dropout=self.dropout,
             input_feeding=self.input_feeding,
             context_gate=self.context_gate,
+            variational_dropout=self.variational_dropout,
         )
         return config

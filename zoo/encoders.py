@@ -6,6 +6,12 @@ import keras
 from keras import ops
 
 
+def sequence_noise_shape(variational: bool):
+    """`noise_shape` of a `keras.layers.Dropout` over `(batch, time, features)` tensors: one
+    mask per sentence shared across time when `variational`, else one per element."""
+    return (None, 1, None) if variational else None
+
+
 @keras.saving.register_keras_serializable(package="zoo")
 class BidirectionalLSTMEncoder(keras.layers.Layer):
     """Embedding followed by a bidirectional LSTM, forward and backward outputs concatenated.
@@ -15,6 +21,9 @@ class BidirectionalLSTMEncoder(keras.layers.Layer):
         embedding_dim: size of the token embeddings.
         units: LSTM units per direction; outputs and states have `2 * units` features.
         dropout: dropout on the embeddings and on the outputs, in training only.
+        variational_dropout: one dropout mask per sentence and feature, shared by all its
+            positions (Gal & Ghahramani, 2016), instead of one per position: `Tv` times fewer
+            random numbers, which under XLA on a CPU is most of a training step's cost.
 
     Call arguments:
         ids: int `(batch_size, Tv)` token ids.
@@ -26,17 +35,19 @@ class BidirectionalLSTMEncoder(keras.layers.Layer):
         at each sentence's own last token.
     """
 
-    def __init__(self, vocab_size, embedding_dim=128, units=128, dropout=0.0, **kwargs):
+    def __init__(self, vocab_size, embedding_dim=128, units=128, dropout=0.0,
+                 variational_dropout=False, **kwargs):
         super().__init__(**kwargs)
         self.vocab_size = vocab_size
         self.embedding_dim = embedding_dim
         self.units = units
         self.dropout = dropout
+        self.variational_dropout = bool(variational_dropout)
         self.embedding = keras.layers.Embedding(vocab_size, embedding_dim, name="embedding")
         self.rnn = keras.layers.Bidirectional(
             keras.layers.LSTM(units, return_sequences=True, return_state=True), name="bilstm"
         )
-        self.drop = keras.layers.Dropout(dropout)
+        self.drop = keras.layers.Dropout(dropout, noise_shape=sequence_noise_shape(variational_dropout))
         # The mask is an explicit call argument; say so, so Keras does not warn that it is lost.
         self.supports_masking = True
 
@@ -63,5 +74,6 @@ class BidirectionalLSTMEncoder(keras.layers.Layer):
             embedding_dim=self.embedding_dim,
             units=self.units,
             dropout=self.dropout,
+            variational_dropout=self.variational_dropout,
         )
         return config

@@ -72,6 +72,8 @@ class Seq2Seq(MultiWorkerFitMixin, keras.Model):
         attention: a name from `ATTENTION_TYPES`; `"none"` is the bottleneck baseline.
         dropout: dropout rate in training.
         input_feeding: Luong's input feeding (the previous attentional vector is fed back).
+        variational_dropout: one dropout mask per sentence, shared by its positions, in the
+            encoder and the decoder (see `BidirectionalLSTMEncoder`). Defaults to `False`.
 
     Call arguments:
         inputs: dict with `"source"` int `(batch_size, Tv)` and `"target_in"` int
@@ -90,6 +92,7 @@ class Seq2Seq(MultiWorkerFitMixin, keras.Model):
         attention="bahdanau",
         dropout=0.1,
         input_feeding=True,
+        variational_dropout=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -102,8 +105,10 @@ class Seq2Seq(MultiWorkerFitMixin, keras.Model):
         self.attention_type = attention
         self.dropout = dropout
         self.input_feeding = input_feeding
+        self.variational_dropout = bool(variational_dropout)
         self.encoder = BidirectionalLSTMEncoder(
-            source_vocab_size, embedding_dim, units // 2, dropout, name="encoder"
+            source_vocab_size, embedding_dim, units // 2, dropout, variational_dropout,
+            name="encoder",
         )
         self.decoder = AttentiveLSTMDecoder(
             target_vocab_size,
@@ -112,6 +117,7 @@ class Seq2Seq(MultiWorkerFitMixin, keras.Model):
             make_attention(attention, units),
             dropout,
             input_feeding,
+            variational_dropout=variational_dropout,
             name="decoder",
         )
 
@@ -151,4 +157,5 @@ class Seq2Seq(MultiWorkerFitMixin, keras.Model):
             "attention": self.attention_type,
             "dropout": self.dropout,
             "input_feeding": self.input_feeding,
+            "variational_dropout": self.variational_dropout,
         }

@@ -162,6 +162,30 @@ def test_training_steps_lower_the_loss(attention, input_feeding):
     assert np.isfinite(first[0]) and last[0] < first[0] * 0.9
 
 
+@pytest.mark.parametrize("variational", [True, False])
+def test_dropout_mask_per_sentence_or_per_position(variational):
+    from zoo.models import Seq2Seq
+
+    config = apply_overrides(
+        nmt.NmtConfig(), {**TINY_NMT, "dropout": 0.5, "variational_dropout": variational}
+    )
+    model = nmt.build_model(config, 30, 25)
+    ones = np.ones((4, 9, 16), "float32")
+    for drop in (model.encoder.drop, model.decoder.drop):
+        out = np.asarray(drop(ones, training=True))
+        assert (out == 0).any() and (out == 2).any()  # rate 0.5: dropped, or scaled by 2
+        # Variational: each sentence's mask is the same at every position.
+        assert bool((out == out[:, :1]).all()) == variational
+    source = np.array([[5, 6, 7, 0]], "int32")
+    step_fn, state, constants = model.decoding_inputs(source)
+    logits, _, _ = model.decoder.step(np.array([text.START_ID], "int32"), state, constants,
+                                      training=True)
+    assert logits.shape == (1, 25) and np.isfinite(logits).all()
+    restored = Seq2Seq.from_config(model.get_config())
+    assert restored.variational_dropout == variational
+    assert restored.encoder.variational_dropout == restored.decoder.variational_dropout == variational
+
+
 def test_sequence_call_matches_step_by_step_decoding():
     # The teacher-forced loop and the decoding step are the same computation.
     model = _tiny_model("bahdanau")
