@@ -71,7 +71,7 @@ def main(argv=None):
         print("== 1. layers (forward + backward)", flush=True)
         from bench import layers
 
-        results["layers"] = layers.run(repeats=3 if q else 5, inner=1,
+        results["layers"] = layers.run(repeats=3 if q else 9, inner=1 if q else 3,
                                        **({"batch": 8, "tq": 4, "tv": 8, "d": 16} if q else {}))
 
     if {"training", "profile"} & want:
@@ -83,7 +83,7 @@ def main(argv=None):
         if "training" in want:
             print("== 2. training step, ours vs tutorial-style reference", flush=True)
             results["training"] = training.run(
-                config, batch_count=2 if q else 4, repeats=1 if q else 5,
+                config, batch_count=2 if q else 8, repeats=1 if q else 4,
                 variants=training.VARIANTS[:1] if q else training.VARIANTS)
         if "profile" in want:
             print("== profile of our training step", flush=True)

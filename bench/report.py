@@ -22,11 +22,15 @@ def markdown(r):
             f"{row['ours_ms']:.2f} ms | Keras {row['keras_ms']:.2f} ms | {row['ratio']:.3f}x time "
             f"| <= 1.05 | {_status(row['ratio'] <= 1.05)} |"
         )
+    def _macs(row):
+        ratio = row.get("macs_ratio")
+        return f"; reference does {ratio:.2f}x our multiply-adds" if ratio else ""
+
     for row in r.get("training", []):
         lines.append(
             f"| nmt training step, {row['mode']}, {row.get('attention', 'bahdanau')} "
             f"(batch {row['batch_size']}, "
-            f"{row['batches']} bucketed batches) | ours {row['ours_tokens_per_s']:.0f} tok/s | "
+            f"{row['batches']} bucketed batches{_macs(row)}) | ours {row['ours_tokens_per_s']:.0f} tok/s | "
             f"reference {row['reference_tokens_per_s']:.0f} tok/s | {row['ratio']:.2f}x speed "
             f"| >= 1.5x | {_status(row['ratio'] >= 1.5)} |"
         )

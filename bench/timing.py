@@ -11,14 +11,16 @@ def interleaved(fns, repeats, warmup=1, inner=1):
     """Times each callable in `fns` (a dict) in turn, ABAB..., `repeats` rounds after `warmup`.
 
     Returns `{name: median seconds per call}`; each sample is the mean over `inner` calls.
-    Interleaving spreads the load of a shared machine over A and B alike.
+    Interleaving spreads the load of a shared machine over A and B alike, and every other round
+    runs them in reverse order, so that none always runs first (warm caches, clock ramps).
     """
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     samples = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
+    order = list(fns.items())
+    for round_ in range(repeats):
+        for name, fn in order if round_ % 2 == 0 else order[::-1]:
             t0 = time.perf_counter()
             for _ in range(inner):
                 fn()

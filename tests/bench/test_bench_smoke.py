@@ -18,7 +18,8 @@ def test_interleaved_returns_a_median_per_callable():
     times = timing.interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
                                repeats=3, warmup=1)
     assert set(times) == {"a", "b"} and all(t >= 0 for t in times.values())
-    assert calls == ["a", "b"] * 4  # interleaved, warm-up included
+    # Interleaved, warm-up included; every other round in reverse order.
+    assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]
 
 
 def test_layers_and_scaling_on_tiny_shapes_write_valid_json(tmp_path):
