@@ -130,10 +130,14 @@ def run(config, batch_count=6, repeats=5, variants=VARIANTS):
         cfg = nmt.NmtConfig(**{**config.__dict__, "jit_compile": jit})
         data, batches = setup(cfg, batch_count)
         tokens = sum(int((y != 0).sum()) for _, y in batches)
-        fns, params = {}, {}
+        vocab = len(data.target_vocab)
+        reference_macs = forward_macs(cfg, vocab, batches, reference=True)
+        fns, params, macs = {}, {}, {}
         for attention in attentions:
-            ours, reference = models(_variant_config(cfg, attention), data, 100)
+            variant = _variant_config(cfg, attention)
+            ours, reference = models(variant, data, 100)
             fns[attention], params[attention] = _epoch(ours, batches), ours.count_params()
+            macs[attention] = forward_macs(variant, vocab, batches)
         fns["reference"] = _epoch(reference, batches)
         # Interleaved; the warm-up compiles every batch shape (XLA: one per padded shape).
         times = interleaved(fns, repeats=repeats, warmup=1)
@@ -151,8 +155,7 @@ def run(config, batch_count=6, repeats=5, variants=VARIANTS):
                 "reference_params": reference.count_params(),
                 # How much less arithmetic ours does: the speed-up a step bound by its
                 # matrix products, run as efficiently as the reference's, would show.
-                "macs_ratio": forward_macs(cfg, len(data.target_vocab), batches, reference=True)
-                / forward_macs(_variant_config(cfg, attention), len(data.target_vocab), batches),
+                "macs_ratio": reference_macs / macs[attention],
             }
             results.append(row)
             print(f"  training {mode} {attention}: ours {row['ours_tokens_per_s']:.0f} tok/s, "
