@@ -57,11 +57,11 @@ def nmt_archive(translator) -> keras.export.ExportArchive:
     out_length = int(config.max_target_length) + 1
 
     def serving_default(source_ids):
-        lengths = tf.reduce_sum(tf.cast(source_ids != 0, tf.int32), 1)
-        max_length = tf.minimum(2 * tf.reduce_max(lengths) + 10, out_length)
+        tokens_in = tf.reduce_max(tf.reduce_sum(tf.cast(source_ids != 0, tf.int32), 1))
+        max_length = tf.minimum(2 * tokens_in + 10, out_length)
         # The encoder's loops run over the sentence's tokens, not all `source_length`
         # positions: its padding would not change the result, only cost (2.5x the latency).
-        source_ids = source_ids[:, : tf.maximum(tf.reduce_max(lengths), 1)]
+        source_ids = source_ids[:, : tf.maximum(tokens_in, 1)]
         step_fn, state, constants = model.decoding_inputs(source_ids)
         start = tf.fill([1], zoo_text.START_ID)
         out = decoding.greedy_search(step_fn, state, constants, start, zoo_text.END_ID, max_length)
