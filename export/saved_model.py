@@ -229,6 +229,17 @@ def search(decoding_inputs, batch_size, max_length, beam_size: int, length_penal
     return {k: out[k][:, 0] for k in ("tokens", "lengths", "attention", "score")}
 
 
+def unless_empty(batch_size, run, empty_outputs):
+    """`run()` for a batch of one or more, else `empty_outputs()` without running the model.
+
+    An empty batch is a valid request. On CPUs where TensorFlow turns its oneDNN graph rewrites on
+    (the default on many Intel and AMD CPUs), the rewritten batch-normalised convolution fails on
+    a zero-sized batch, so an empty batch must never reach the model; on other CPUs the model is
+    simply skipped. Both branches return the same structure and dtypes.
+    """
+    return tf.cond(batch_size > 0, run, empty_outputs)
+
+
 def trim(out):
     """Cuts a search's outputs to the rows that mean something: each output token's plus the
     end token's where it was emitted. Returns `(ids [B, T_out], lengths [B], attention
@@ -283,6 +294,19 @@ class NmtGraph:
 
     def translate(self, text, beam_size: int):
         """The signature body: `[B]` strings -> the five outputs in the module docstring."""
+
+        def empty():
+            return {
+                "translation": tf.zeros([0], tf.string),
+                "attention": tf.zeros([0, 0, 1], tf.float32),
+                "source_tokens": tf.zeros([0, 1], tf.string),
+                "target_tokens": tf.zeros([0, 0], tf.string),
+                "score": tf.zeros([0], tf.float32),
+            }
+
+        return unless_empty(tf.size(text), lambda: self._translate(text, beam_size), empty)
+
+    def _translate(self, text, beam_size: int):
         source_tokens, source_ids = self.tokenize(text)
         source_lengths = tf.reduce_sum(tf.cast(source_ids != 0, tf.int32), 1)
         out = self.decode(source_ids, beam_size)
@@ -429,6 +453,19 @@ class CaptioningGraph:
 
     def caption(self, images, beam_size: int):
         """uint8 `[B, image_size, image_size, 3]` -> caption, tokens, attention, score."""
+        h, w = self.grid
+
+        def empty():
+            return {
+                "caption": tf.zeros([0], tf.string),
+                "attention": tf.zeros([0, 0, h, w], tf.float32),
+                "tokens": tf.zeros([0, 0], tf.string),
+                "score": tf.zeros([0], tf.float32),
+            }
+
+        return unless_empty(tf.shape(images)[0], lambda: self._caption(images, beam_size), empty)
+
+    def _caption(self, images, beam_size: int):
         out = search(
             self.model.decoding_inputs(images),
             tf.shape(images)[0],

@@ -536,6 +536,13 @@ class Captioner:
         """uint8 `(B, S, S, 3)` -> numpy dict of tokens `(B, T)`, lengths, attention
         `(B, T, h*w)` and score."""
         lp = self.config.length_penalty if length_penalty is None else length_penalty
+        if len(images) == 0:
+            # An empty batch never reaches the model: oneDNN's rewrite of the batch-normalised
+            # CNN fails on a zero-sized batch on CPUs where it is on.
+            h, w = self.grid_shape
+            return {"tokens": np.zeros((0, 0), np.int32), "lengths": np.zeros((0,), np.int32),
+                    "attention": np.zeros((0, 0, h * w), np.float32),
+                    "score": np.zeros((0,), np.float32)}
         run = self._decoder(int(beam), float(lp))
         out = run(tf.constant(images, tf.uint8), tf.constant(self.config.max_caption_length + 1))
         return {k: v.numpy() for k, v in out.items()}

@@ -116,6 +116,12 @@ class Translator:
         cp = self.config.coverage_penalty if coverage_penalty is None else coverage_penalty
         lengths = (source != 0).sum(1)
         max_length = self.max_decode_length(int(lengths.max()) if len(lengths) else 1)
+        if len(source) == 0:  # never run the model on an empty batch (see export.saved_model.unless_empty)
+            width = source.shape[1] if source.ndim == 2 else 0
+            return {"tokens": np.zeros((0, n_best, 0), np.int32),
+                    "lengths": np.zeros((0, n_best), np.int32),
+                    "attention": np.zeros((0, n_best, 0, width), np.float32),
+                    "score": np.zeros((0, n_best), np.float32)}
         run = self._decoder(int(beam), int(n_best), float(lp), float(cp))
         out = run(tf.constant(source, tf.int32), tf.constant(max_length, tf.int32))
         return {k: v.numpy() for k, v in out.items()}

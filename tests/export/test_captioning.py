@@ -72,8 +72,19 @@ def test_bad_requests_give_outputs(caption_outputs):
     # No pixels, or bytes that are no image: captioned as a black image.
     assert list(outputs["serving_default/no_pixels"]["caption"]) == [black, black]
     assert list(outputs["serving_bytes/not_images"]["caption"]) == [black, black]
-    empty = outputs["serving_default/empty_batch"]
-    assert empty["caption"].shape == (0,) and empty["attention"].shape[0] == 0
+
+
+@pytest.mark.parametrize("signature", ["serving_default", "serving_bytes", "greedy"])
+def test_empty_batch_gives_empty_outputs(caption_outputs, captioner, signature):
+    # Run with oneDNN forced on and off (the fixture compares the two): an empty batch once
+    # crashed the batch-normalised CNN with oneDNN on.
+    assert caption_outputs["onednn"] == ["1", "0"]
+    out = caption_outputs["outputs"][f"{signature}/empty_batch"]
+    assert set(out) == set(OUTPUTS)
+    h, w = captioner.grid_shape
+    assert out["caption"].shape == (0,) and out["score"].shape == (0,)
+    assert out["tokens"].shape[0] == 0 and out["tokens"].ndim == 2
+    assert out["attention"].shape[0] == 0 and out["attention"].shape[2:] == (h, w)
 
 
 def test_warmup_requests_match_the_signatures(captioning_export, caption_outputs):
