@@ -18,6 +18,7 @@ errors are instant.
 
 from __future__ import annotations
 
+import json
 import os
 
 # recipe -> the name of its exporter function in this module
@@ -42,6 +43,12 @@ def check_run(recipe: str, run_dir: str) -> None:
             f"train {recipe}`) creates one, or pass an existing run folder with --run"
         )
     vocabularies = {"nmt": ("source_vocab.txt", "target_vocab.txt"), "captioning": ("vocab.txt",)}
+    try:  # an nmt run with SentencePiece subwords keeps its tokenizer models instead
+        with open(os.path.join(run_dir, "config.json"), encoding="utf-8") as f:
+            if recipe == "nmt" and json.load(f).get("tokenizer") == "sentencepiece":
+                vocabularies["nmt"] = ("source.spm.model", "target.spm.model")
+    except (OSError, ValueError, AttributeError):
+        pass  # reported below as a missing or unreadable config.json
     for name, fix in (
         ("config.json", f"is it a {recipe} run folder?"),
         *((vocab, f"is it a {recipe} run folder?") for vocab in vocabularies.get(recipe, ())),

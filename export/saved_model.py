@@ -260,19 +260,38 @@ class NmtGraph:
         replace_unk: overrides the run's setting; `None` follows it as `Translator` does.
     """
 
-    def __init__(self, model, source_tokens, target_tokens, config, replace_unk=None):
+    def __init__(self, model, source_vocab, target_vocab, config, replace_unk=None):
         self.model = model
         self.config = config
-        self.source_table = vocabulary_table(source_tokens)
-        self.target_strings = tf.constant(target_tokens)
+        # SentencePiece subwords (zoo.subwords.SubwordTokenizer) or whole words (token lists).
+        self.subwords = hasattr(target_vocab, "detokenize") and hasattr(target_vocab, "model_proto")
+        if self.subwords:
+            self.source_vocab, self.target_vocab = source_vocab, target_vocab
+            self.source_table = None
+        else:
+            self.source_table = vocabulary_table(list(getattr(source_vocab, "tokens", source_vocab)))
+        self.target_strings = tf.constant(list(getattr(target_vocab, "tokens", target_vocab)))
         if replace_unk is None:
             setting = config.replace_unk
             replace_unk = setting == "true" or (setting == "auto" and config.data != "num2words")
-        # Without attention there is nothing to point at.
-        self.replace_unk = bool(replace_unk) and model.decoder.attention is not None
+        # Without attention there is nothing to point at; subwords spell rare words out.
+        self.replace_unk = (bool(replace_unk) and model.decoder.attention is not None
+                            and not self.subwords)
+
+    def trackables(self) -> list:
+        """What an ExportArchive must track for this graph (lookup tables, tokenizers)."""
+        if self.subwords:
+            return [self.source_vocab] + ([] if self.target_vocab is self.source_vocab
+                                          else [self.target_vocab])
+        return [self.source_table]
 
     def tokenize(self, text):
         """`[B]` strings -> (string tokens `[B, T_in]`, int32 ids `[B, T_in]`), `T_in >= 1`."""
+        if self.subwords:
+            ids = self.source_vocab.encode(text, False, self.config.max_source_length)
+            tokens = self.source_vocab.strings(ids)
+            return (_pad_to_width(tokens.to_tensor(""), 1, ""),
+                    _pad_to_width(tf.cast(ids, tf.int32).to_tensor(0), 1, 0))
         tokens = zoo_text.tokenize(text)[:, : self.config.max_source_length]
         ids = tf.cast(tokens.with_flat_values(self.source_table.lookup(tokens.flat_values)), tf.int32)
         # Width at least 1, as Translator pads: an all-empty batch still has a source position.
@@ -320,9 +339,14 @@ class NmtGraph:
             words = replace_unknown(
                 words, target_ids, lengths, source_tokens, source_lengths, attention
             )
-        translation = zoo_text.detokenize(
-            tf.RaggedTensor.from_tensor(words, lengths=tf.minimum(lengths, width))
-        )
+        if self.subwords:
+            translation = self.target_vocab.detokenize(
+                tf.RaggedTensor.from_tensor(target_ids, lengths=tf.minimum(lengths, width))
+            )
+        else:
+            translation = zoo_text.detokenize(
+                tf.RaggedTensor.from_tensor(words, lengths=tf.minimum(lengths, width))
+            )
         return {
             "translation": translation,
             "attention": attention,
@@ -344,14 +368,15 @@ def nmt_archive(translator, replace_unk=None) -> keras.export.ExportArchive:
     """
     graph = NmtGraph(
         translator.model,
-        translator.source_vocab.tokens,
-        translator.target_vocab.tokens,
+        translator.source_vocab,
+        translator.target_vocab,
         translator.config,
         replace_unk=replace_unk,
     )
     archive = keras.export.ExportArchive()
     archive.track(translator.model)
-    archive.track(graph.source_table)
+    for trackable in graph.trackables():
+        archive.track(trackable)
     spec = [tf.TensorSpec([None], tf.string, name="text")]
     beam_size = int(translator.config.beam_size)
 
@@ -369,7 +394,9 @@ def nmt_archive(translator, replace_unk=None) -> keras.export.ExportArchive:
 def warmup_texts(source_tokens: list[str]) -> list[str]:
     """A few sentences of different lengths made of the source vocabulary's commonest words,
     plus an empty string: requests any nmt model accepts, for the warmup file and the tests."""
-    words = [w for w in source_tokens[len(zoo_text.SPECIAL_TOKENS):] if w] or ["a"]
+    # SentencePiece pieces mark a word's start with U+2581; the sentences are plain words.
+    words = [w.replace("\u2581", "") for w in source_tokens[len(zoo_text.SPECIAL_TOKENS):]]
+    words = [w for w in words if w.strip()] or ["a"]
     pick = lambda n: " ".join(words[i % len(words)] for i in range(n))  # noqa: E731
     return [pick(1), pick(4), pick(12), ""]
 

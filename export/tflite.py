@@ -126,10 +126,15 @@ def write_nmt(translator, exports_root: str, name: str = "nmt", quantize: bool =
         quantized_path = os.path.join(folder, f"{name}.dynamic_range.tflite")
         _write_bytes(quantized_path, convert(archive, quantize=True))
         paths.append(quantized_path)
+    subwords = hasattr(translator.target_vocab, "model_proto")
     for side, vocab in (("source", translator.source_vocab), ("target", translator.target_vocab)):
         path = os.path.join(folder, f"{name}.{side}_vocab.txt")
         _write_bytes(path, ("\n".join(vocab.tokens) + "\n").encode("utf-8"))
         paths.append(path)
+        if subwords:  # the SentencePiece model an app encodes and decodes with
+            path = os.path.join(folder, f"{name}.{side}.spm.model")
+            _write_bytes(path, vocab.model_proto)
+            paths.append(path)
     meta = {
         "model": f"{name}.tflite",
         "source_vocab": f"{name}.source_vocab.txt",
@@ -149,6 +154,19 @@ def write_nmt(translator, exports_root: str, name: str = "nmt", quantize: bool =
                         "(export.tflite.tokenize); unknown words -> unk id",
         "decoding": "greedy",
     }
+    if subwords:
+        meta.update(
+            tokenizer="sentencepiece",
+            source_tokenizer=f"{name}.source.spm.model",
+            target_tokenizer=f"{name}.target.spm.model",
+            tokenization=(
+                "SentencePiece (the sentencepiece package, or the SentencePiece library in an "
+                "app): invalid UTF-8 -> U+FFFD and control characters -> spaces, then "
+                "source_ids = SentencePieceProcessor(source_tokenizer).encode(text), cut to "
+                "max_source_length; the model's NFKC rule is inside the .spm.model file. Output: "
+                "target decode(tokens[:length]). Case, punctuation and accents are kept."
+            ),
+        )
     meta_path = os.path.join(folder, f"{name}.json")
     _write_bytes(meta_path, (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
     paths.append(meta_path)
@@ -250,6 +268,14 @@ def tokenize(sentence) -> list[str]:
     return _PUNCTUATION.sub(r" \1 ", sentence).split()
 
 
+def clean_text(sentence) -> str:
+    """What an app does to text before SentencePiece: invalid UTF-8 -> U+FFFD, control
+    characters -> spaces (the model file holds the rest of the normalisation)."""
+    if isinstance(sentence, bytes):
+        sentence = sentence.decode("utf-8", errors="replace")
+    return "".join(" " if ord(ch) < 0x20 or ord(ch) == 0x7F else ch for ch in sentence)
+
+
 def detokenize(tokens: list[str]) -> str:
     """Pure-Python `zoo.text.detokenize`: joined by spaces, none before closing punctuation."""
     return _SPACE_BEFORE_PUNCT.sub(r"\1", " ".join(tokens))
@@ -279,6 +305,15 @@ class TFLiteTranslator:
         folder = os.path.dirname(path)
         self.source_tokens = read_vocabulary(os.path.join(folder, self.meta["source_vocab"]))
         self.target_tokens = read_vocabulary(os.path.join(folder, self.meta["target_vocab"]))
+        self.subwords = self.meta.get("tokenizer") == "sentencepiece"
+        if self.subwords:  # as an app does it: the sentencepiece library and the shipped models
+            import sentencepiece
+
+            self.source_spm, self.target_spm = (
+                sentencepiece.SentencePieceProcessor(
+                    model_file=os.path.join(folder, self.meta[f"{side}_tokenizer"]))
+                for side in ("source", "target")
+            )
         self.source_ids_of = {t: i for i, t in enumerate(self.source_tokens) if i}
         self.max_source_length = int(self.meta["max_source_length"])
         self.interpreter = Interpreter(model_path=path)
@@ -298,14 +333,25 @@ class TFLiteTranslator:
     def translate(self, sentence) -> dict:
         """One sentence -> translation, tokens (with `[END]` when emitted), attention
         `[len(tokens), len(source_tokens)]` and score."""
-        source = tokenize(sentence)[: self.max_source_length]
-        out = self.decode_ids(self.encode(source))
+        if self.subwords:
+            source_ids = self.source_spm.encode(clean_text(sentence))[: self.max_source_length]
+            source = [self.source_tokens[i] for i in source_ids]
+            encoded = np.zeros((1, self.max_source_length), np.int32)
+            encoded[0, : len(source_ids)] = source_ids
+        else:
+            source = tokenize(sentence)[: self.max_source_length]
+            encoded = self.encode(source)
+        out = self.decode_ids(encoded)
         n = int(out["length"][0])
         ids = out["tokens"][0]
         rows = n + 1 if n < len(ids) and ids[n] == zoo_text.END_ID else n
         tokens = [self.target_tokens[i] for i in ids[:rows]]
+        if self.subwords:
+            translation = self.target_spm.decode([int(i) for i in ids[:n]])
+        else:
+            translation = detokenize(tokens[:n])
         return {
-            "translation": detokenize(tokens[:n]),
+            "translation": translation,
             "source_tokens": source,
             "target_tokens": tokens,
             "attention": out["attention"][0, :rows, : len(source)],

@@ -11,6 +11,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 USAGE_EXAMPLES = """examples:
   python -m recipes train nmt attention=luong_general epochs=3
   python -m recipes evaluate nmt --run runs/nmt/latest --beam 4
+  python -m recipes evaluate nmt --test my_test.tsv
   python -m recipes compare-attention nmt
   python -m recipes tune nmt tuner=hyperband max_trials=20
   python -m recipes translate nmt "three hundred forty-two" --beam 4 --n-best 2
@@ -38,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("recipe")
     s.add_argument("--run", default=None, help="run folder (default runs/RECIPE/latest)")
     s.add_argument("--beam", type=int, default=None, help="beam size (1 = greedy)")
+    s.add_argument("--test", default=None, metavar="FILE",
+                   help="nmt: score your own test file instead (a .tsv, or SOURCE,TARGET text files)")
     s = sub.add_parser("translate", help="translate sentences with a trained nmt model")
     s.add_argument("recipe")
     s.add_argument("texts", nargs="*")
@@ -94,7 +97,10 @@ def main(argv=None) -> int:
             func = {"train": "train", "tune": "tune", "compare-attention": "compare_attention"}
             getattr(recipe, func[args.command])(config)
         elif args.command == "evaluate":
-            recipe.evaluate(args.run or f"runs/{args.recipe}/latest", beam=args.beam)
+            extra = {"test_file": args.test} if args.test else {}
+            if args.test and args.recipe != "nmt":
+                raise ConfigError(f"--test is for nmt; {args.recipe} evaluates its own test split")
+            recipe.evaluate(args.run or f"runs/{args.recipe}/latest", beam=args.beam, **extra)
         elif args.command == "translate":
             from recipes import cli_use
 

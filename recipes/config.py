@@ -114,10 +114,28 @@ def load_hp_file(path: str) -> dict:
     return values
 
 
+def load_config_file(path: str) -> dict:
+    """A saved configuration (`config=FILE`): a JSON object of config keys and values."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            values = json.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError(f"cannot read config file {path}: {e}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path}: expected a JSON object of key: value")
+    return {k: v for k, v in values.items() if not k.startswith("//")}  # "//...": comments
+
+
 def from_words(cls, words: list[str]):
-    """Builds `cls()` from `key=value` words; `hp=FILE` applies a tuning result first."""
+    """Builds `cls()` from `key=value` words: `config=FILE` (a JSON config) applies first, then
+    `hp=FILE` (a tuning result), then the other words."""
     overrides = parse_words(words)
     config = cls()
+    path = overrides.pop("config", None)
+    if path:
+        config = apply_overrides(config, load_config_file(path))
     hp = overrides.pop("hp", None)
     if hp:
         config = apply_overrides(config, load_hp_file(hp))

@@ -1,15 +1,18 @@
 """Recipe `nmt`: neural machine translation with attention (Luong et al., 2015).
 
-Bidirectional LSTM encoder, attentive LSTM decoder with input feeding, teacher forcing with a
-masked loss, greedy and beam search. Default data: number sentences from `num2words`
-(English -> French), no download; `data=path/to/pairs.tsv` trains on a user's own corpus.
+Bidirectional LSTM encoder, attentive LSTM decoder, teacher forcing with a masked loss, greedy
+and beam search. Data: number sentences generated with `num2words` (English -> French, no
+download) by default; `data=pairs.tsv` (split automatically) or `train= valid= test=` split files
+(streamed from disk) for a real corpus, with whole-word or SentencePiece subword vocabularies.
 
     python -m recipes train nmt attention=luong_general epochs=3
+    python -m recipes train nmt config=configs/nmt-real-text.json
     python -m recipes evaluate nmt
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import os
@@ -22,8 +25,13 @@ import tensorflow as tf
 from recipes import training
 from recipes.config import ConfigError, fingerprint, to_dict, write_json
 from zoo import text
-from zoo.data import num2words_corpus, tsv
-from zoo.models import ATTENTION_TYPES, Seq2Seq, masked_accuracy, masked_loss, masked_token_losses
+from zoo.data import num2words_corpus, parallel, tsv
+from zoo.errors import DataError
+from zoo.models import ATTENTION_TYPES, MaskedTokenLosses, Seq2Seq, masked_accuracy, masked_loss
+from zoo.subwords import SubwordTokenizer
+
+TOKENIZERS = ("word", "sentencepiece")
+SUBWORD_MODELS = ("unigram", "bpe")
 
 NAME = "nmt"
 
@@ -42,14 +50,23 @@ class NmtConfig:
     # Longer inputs are cut to this many tokens (in training, evaluation and export alike).
     max_source_length: int = 100
     max_target_length: int = 100
+    # Split files instead of data= (each a .tsv, or SOURCE,TARGET plain-text files with one
+    # sentence per line); the training split is streamed from disk, never held in memory.
+    train: str = ""
+    valid: str = ""
+    test: str = ""
+    # "word": whole words, lower-cased, up to max_vocab_size per side (min_count times or more).
+    # "sentencepiece": subwords trained on the training split (vocab_size pieces, joint or per
+    # side, subword_model unigram or bpe); case, punctuation and accents kept.
+    tokenizer: str = "word"
     max_vocab_size: int = 32000
     min_count: int = 1
+    vocab_size: int = 8000
+    joint_vocab: bool = True
+    subword_model: str = "unigram"
     # Model.
     # Luong dot attention without input feeding: the decoder's LSTM and its attention each run
-    # over the whole target at once. Measured on the 2-core CPU, 10 epochs, with these defaults
-    # (variational dropout included): 99.70% exact (99.1% past 40 tokens) in 549 s of training,
-    # against 99.30% (96.7%) in 795 s for Bahdanau attention with input feeding, whose per-step
-    # loop costs 1.7x the reference decoder's.
+    # over the whole target at once (docs/results.md has the measured comparison).
     attention: str = "luong_dot"
     embedding_dim: int = 64
     units: int = 128
@@ -59,6 +76,9 @@ class NmtConfig:
     variational_dropout: bool = True
     # Training.
     batch_size: int = 128
+    # Batch by tokens instead: about this many source + target tokens per batch (0: off).
+    batch_tokens: int = 0
+    label_smoothing: float = 0.0
     epochs: int = 10
     learning_rate: float = 0.003
     clipnorm: float = 1.0
@@ -91,10 +111,40 @@ class NmtConfig:
             raise ConfigError(f"units={self.units}: must be even (split over two directions)")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout={self.dropout}: must be in [0, 1)")
-        if self.data != "num2words" and not os.path.exists(self.data):
+        if self.tokenizer not in TOKENIZERS:
+            raise ConfigError(f"tokenizer={self.tokenizer!r}: choose one of {', '.join(TOKENIZERS)}")
+        if self.subword_model not in SUBWORD_MODELS:
             raise ConfigError(
-                f"data={self.data}: no such file; give a source<TAB>target .tsv file or "
-                "data=num2words for the generated corpus"
+                f"subword_model={self.subword_model!r}: choose one of {', '.join(SUBWORD_MODELS)}"
+            )
+        if self.vocab_size < 16:
+            raise ConfigError(f"vocab_size={self.vocab_size}: must be at least 16")
+        if self.batch_tokens < 0:
+            raise ConfigError(f"batch_tokens={self.batch_tokens}: must be 0 (off) or positive")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"label_smoothing={self.label_smoothing}: must be in [0, 1)")
+        splits = {"train": self.train, "valid": self.valid, "test": self.test}
+        if any(splits.values()):
+            missing = [k for k, v in splits.items() if not v]
+            if missing:
+                raise ConfigError(
+                    f"split files need all three of train=, valid=, test=; missing: "
+                    f"{', '.join(m + '=' for m in missing)} (or give one file with data=FILE, "
+                    "which is split automatically)"
+                )
+            if self.data != "num2words":
+                raise ConfigError(
+                    f"data={self.data} and train=/valid=/test= both given; give one or the other"
+                )
+            try:
+                for name, spec in splits.items():
+                    parallel.check_split(parallel.parse_split(name, spec))
+            except DataError as e:
+                raise ConfigError(str(e)) from None
+        elif self.data != "num2words" and not os.path.exists(self.data):
+            raise ConfigError(
+                f"data={self.data}: no such file; give a source<TAB>target .tsv file, split "
+                "files with train= valid= test=, or data=num2words for the generated corpus"
             )
 
 
@@ -107,16 +157,26 @@ def run_id(config: NmtConfig) -> str:
 
 @dataclasses.dataclass
 class NmtData:
+    """Sentence pairs and vocabularies. With split files `train` is empty: the training pairs
+    are streamed from `train_split` (validation and test sets are small and held in memory)."""
+
     train: list
     validation: list
     test: list
-    source_vocab: text.Vocabulary
-    target_vocab: text.Vocabulary
+    source_vocab: object  # text.Vocabulary or SubwordTokenizer
+    target_vocab: object
     report: str
+    train_split: parallel.Split | None = None
 
 
 def load_pairs(config: NmtConfig):
-    """(train, validation, test, report) sentence pairs for the config's data."""
+    """(train, validation, test, report) sentence pairs for the config's data. With split files
+    the training list is empty (`train_pairs` streams it)."""
+    if config.train:
+        splits = {k: parallel.parse_split(k, getattr(config, k)) for k in ("train", "valid", "test")}
+        validation, test = parallel.read_pairs(splits["valid"]), parallel.read_pairs(splits["test"])
+        report = f"split files train={splits['train']} valid={splits['valid']} test={splits['test']}"
+        return [], validation, test, report
     if config.data == "num2words":
         keys = ("train_size", "validation_size", "test_size", "source_lang", "target_lang",
                 "seed", "max_digits", "max_items")
@@ -152,22 +212,96 @@ def load_pairs(config: NmtConfig):
     return train, validation or train[:1], test or validation or train[:1], report.summary()
 
 
-def build_data(config: NmtConfig, vocab_dir: str | None = None) -> NmtData:
-    """Loads the pairs and the vocabularies (built from the training split, or read back)."""
-    train, validation, test, report = load_pairs(config)
-    src_path = vocab_dir and os.path.join(vocab_dir, "source_vocab.txt")
-    tgt_path = vocab_dir and os.path.join(vocab_dir, "target_vocab.txt")
-    if src_path and os.path.exists(src_path) and os.path.exists(tgt_path):
-        source_vocab = text.Vocabulary.load(src_path)
-        target_vocab = text.Vocabulary.load(tgt_path)
+def train_pairs(config: NmtConfig, data: NmtData):
+    """Yields the training pairs (streamed from disk for split files)."""
+    if data.train_split is not None:
+        yield from parallel.iter_pairs(data.train_split)
     else:
-        source_vocab = text.Vocabulary.build(
-            text.python_tokens([s for s, _ in train]), config.max_vocab_size, config.min_count
+        yield from data.train
+
+
+VOCAB_FILES = {
+    "word": ("source_vocab.txt", "target_vocab.txt"),
+    "sentencepiece": ("source.spm.model", "target.spm.model"),
+}
+
+
+def load_vocabularies(run_dir: str, config: NmtConfig):
+    """The (source, target) vocabularies saved in a run folder."""
+    src, tgt = (os.path.join(run_dir, name) for name in VOCAB_FILES[config.tokenizer])
+    load = SubwordTokenizer.load if config.tokenizer == "sentencepiece" else text.Vocabulary.load
+    return load(src), load(tgt)
+
+
+def save_vocabularies(run_dir: str, data: NmtData, config: NmtConfig) -> None:
+    for vocab, name in zip((data.source_vocab, data.target_vocab), VOCAB_FILES[config.tokenizer],
+                           strict=True):
+        vocab.save(os.path.join(run_dir, name))
+
+
+def _word_vocabulary(lines, config: NmtConfig) -> text.Vocabulary:
+    def token_lists(chunk=4096):
+        buffer = []
+        for line in lines:
+            buffer.append(line)
+            if len(buffer) == chunk:
+                yield from text.python_tokens(buffer)
+                buffer = []
+        if buffer:
+            yield from text.python_tokens(buffer)
+
+    return text.Vocabulary.build(token_lists(), config.max_vocab_size, config.min_count)
+
+
+def build_vocabularies(config: NmtConfig, data: NmtData):
+    """Vocabularies learned from the training split (streamed: its size in memory is the
+    vocabulary's, not the corpus's)."""
+    if config.tokenizer == "word":
+        return (
+            _word_vocabulary((s for s, _ in train_pairs(config, data)), config),
+            _word_vocabulary((t for _, t in train_pairs(config, data)), config),
         )
-        target_vocab = text.Vocabulary.build(
-            text.python_tokens([t for _, t in train]), config.max_vocab_size, config.min_count
+
+    def subwords(lines):
+        return SubwordTokenizer.train(
+            lines, config.vocab_size, model_type=config.subword_model, seed=config.seed
         )
-    return NmtData(train, validation, test, source_vocab, target_vocab, report)
+
+    if config.joint_vocab:
+        joint = subwords(side for pair in train_pairs(config, data) for side in pair)
+        return joint, joint
+    return (
+        subwords(s for s, _ in train_pairs(config, data)),
+        subwords(t for _, t in train_pairs(config, data)),
+    )
+
+
+def build_data(config: NmtConfig, vocab_dir: str | None = None) -> NmtData:
+    """Loads the pairs and the vocabularies (learned from the training split, or read back)."""
+    train, validation, test, report = load_pairs(config)
+    split = parallel.parse_split("train", config.train) if config.train else None
+    data = NmtData(train, validation, test, None, None, report, split)
+    names = VOCAB_FILES[config.tokenizer]
+    if vocab_dir and all(os.path.exists(os.path.join(vocab_dir, n)) for n in names):
+        data.source_vocab, data.target_vocab = load_vocabularies(vocab_dir, config)
+    else:
+        data.source_vocab, data.target_vocab = build_vocabularies(config, data)
+    return data
+
+
+def unknown_rate(vocab, sentences: list[str]) -> float:
+    """Share of the tokens of `sentences` that the vocabulary maps to `[UNK]`, in 0-100."""
+    if not sentences:
+        return 0.0
+    ids = vocab.encode(tf.constant(sentences)).flat_values.numpy()
+    return round(100.0 * float((ids == text.UNK_ID).mean()) if ids.size else 0.0, 3)
+
+
+def most_frequent_token_rate(target_ids: list) -> float:
+    """The validation accuracy of always predicting the most frequent target token (0-1)."""
+    counts = collections.Counter(int(i) for row in target_ids for i in row[1:] if i)
+    total = sum(counts.values())
+    return max(counts.values()) / total if total else 0.0
 
 
 def encode_pairs(pairs, data: NmtData, config: NmtConfig):
@@ -188,8 +322,22 @@ def _pad(rows, multiple):
     return out
 
 
-def batches(src, tgt, batch_size, seed, epoch, pad_multiple=1, shuffle=True):
-    """Length-bucketed batches: sentences of similar length together, so little padding.
+def _token_batches(part, src, tgt, batch_tokens):
+    """Consecutive runs of `part` (sorted by length) of at most `batch_tokens` padded tokens."""
+    chunks, chunk, width = [], [], 0
+    for j in part:
+        w = max(width, len(src[j]) + len(tgt[j]))
+        if chunk and w * (len(chunk) + 1) > batch_tokens:
+            chunks.append(chunk)
+            chunk, w = [], len(src[j]) + len(tgt[j])
+        chunk.append(j)
+        width = w
+    return chunks + ([chunk] if chunk else [])
+
+
+def batches(src, tgt, batch_size, seed, epoch, pad_multiple=1, shuffle=True, batch_tokens=0):
+    """Length-bucketed batches: sentences of similar length together, so little padding;
+    `batch_size` sentences each, or with `batch_tokens` about that many tokens each.
 
     The order is a pure function of (seed, epoch), so a resumed run sees the same batches.
     """
@@ -201,7 +349,10 @@ def batches(src, tgt, batch_size, seed, epoch, pad_multiple=1, shuffle=True):
     chunks = []
     for i in range(0, len(order), window):
         part = sorted(order[i : i + window], key=lambda j: len(tgt[j]))
-        chunks += [part[k : k + batch_size] for k in range(0, len(part), batch_size)]
+        if batch_tokens:
+            chunks += _token_batches(part, src, tgt, batch_tokens)
+        else:
+            chunks += [part[k : k + batch_size] for k in range(0, len(part), batch_size)]
     if shuffle:
         rng.shuffle(chunks)
     for idx in chunks:
@@ -217,7 +368,8 @@ def make_dataset(src, tgt, config: NmtConfig, first_epoch=0, shuffle=True):
     epoch = [first_epoch]
 
     def gen():
-        yield from batches(src, tgt, config.batch_size, config.seed, epoch[0], pad_multiple, shuffle)
+        yield from batches(src, tgt, config.batch_size, config.seed, epoch[0], pad_multiple,
+                           shuffle, config.batch_tokens)
         epoch[0] += 1
 
     spec = (
@@ -234,7 +386,102 @@ def make_dataset(src, tgt, config: NmtConfig, first_epoch=0, shuffle=True):
 
 
 def steps_for(src, tgt, config: NmtConfig) -> int:
-    return sum(1 for _ in batches(src, tgt, config.batch_size, config.seed, 0, 1, False))
+    return sum(1 for _ in batches(src, tgt, config.batch_size, config.seed, 0, 1, False,
+                                  config.batch_tokens))
+
+
+# Length buckets of the streamed pipeline (source + target tokens of a pair).
+STREAM_BUCKETS = (16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 256)
+
+
+def _worker_shard():
+    """(workers, this worker's index) from TF_CONFIG: each worker streams its own shard."""
+    tf_config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+    cluster, task = tf_config.get("cluster", {}), tf_config.get("task", {})
+    workers = list(cluster.get("chief", [])) + list(cluster.get("worker", []))
+    if len(workers) < 2:
+        return 1, 0
+    index = task.get("index", 0) + (len(cluster.get("chief", [])) if task.get("type") == "worker" else 0)
+    return len(workers), index
+
+
+def stream_dataset(pairs: tf.data.Dataset, data: NmtData, config: NmtConfig, first_epoch=0,
+                   shuffle=True, repeat=True) -> tf.data.Dataset:
+    """`(source, target)` string pairs -> batches for `fit`, all in `tf.data`: tokenised in the
+    graph, bucketed by length (`batch_size` sentences or about `batch_tokens` tokens a batch).
+
+    With `shuffle`, each epoch is shuffled with a seed of its own (`seed`, epoch), so a resumed
+    run draws the epochs an uninterrupted one would; under multi-worker training each worker
+    reads its own shard of the pairs.
+    """
+    workers, index = _worker_shard()
+    if workers > 1:
+        pairs = pairs.shard(workers, index)
+
+    def epoch_of(e):
+        return pairs.shuffle(20_000, seed=config.seed * 100_003 + e, reshuffle_each_iteration=False)
+
+    if shuffle and repeat:
+        # One shuffled pass per remaining epoch (and one spare: batch counts vary a little
+        # between shuffles), then reshuffled passes should a run outlast them.
+        ds = epoch_of(first_epoch)
+        for e in range(first_epoch + 1, max(config.epochs, first_epoch) + 2):
+            ds = ds.concatenate(epoch_of(e))
+        ds = ds.concatenate(pairs.shuffle(20_000, seed=config.seed).repeat())
+    else:
+        ds = pairs.repeat() if repeat else pairs
+
+    def encode(source, target):  # a batch of strings at a time (one tokenizer call each)
+        s = data.source_vocab.encode(source, False, config.max_source_length)
+        t = data.target_vocab.encode(target, True, config.max_target_length)
+        return s.to_tensor(), s.row_lengths(), t.to_tensor(), t.row_lengths()
+
+    ds = ds.batch(512).map(encode, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+    ds = ds.map(lambda s, ns, t, nt: (s[:ns], t[:nt]))
+    ds = ds.filter(lambda s, t: tf.size(s) > 0)
+    boundaries = [b for b in STREAM_BUCKETS if b < config.max_source_length + config.max_target_length + 2]
+    if config.batch_tokens:
+        sizes = [max(1, config.batch_tokens // b) for b in boundaries]
+        sizes.append(max(1, config.batch_tokens // (config.max_source_length + config.max_target_length + 2)))
+    else:
+        sizes = [config.batch_size] * (len(boundaries) + 1)
+    ds = ds.bucket_by_sequence_length(
+        lambda s, t: tf.size(s) + tf.size(t), boundaries, sizes, pad_to_bucket_boundary=False
+    )
+    ds = ds.map(lambda s, t: ({"source": s, "target_in": t[:, :-1]}, t[:, 1:]))
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    options.deterministic = True
+    return ds.with_options(options).prefetch(2)
+
+
+def stream_steps(pairs: tf.data.Dataset, data: NmtData, config: NmtConfig) -> int:
+    """Batches in one unshuffled pass (a pass over the corpus: tokenising, not training)."""
+    ds = stream_dataset(pairs, data, config, shuffle=False, repeat=False)
+    return int(ds.reduce(np.int64(0), lambda n, _: n + 1).numpy())
+
+
+def datasets(data: NmtData, config: NmtConfig, first_epoch: int = 0):
+    """`(train dataset, steps per epoch, validation dataset, validation steps)` for `fit`."""
+    if data.train_split is None:
+        train_src, train_tgt = encode_pairs(data.train, data, config)
+        val_src, val_tgt = encode_pairs(data.validation, data, config)
+        return (
+            make_dataset(train_src, train_tgt, config, first_epoch=first_epoch),
+            steps_for(train_src, train_tgt, config),
+            make_dataset(val_src, val_tgt, config, shuffle=False),
+            steps_for(val_src, val_tgt, config),
+        )
+    train = parallel.pairs_dataset(data.train_split)
+    validation = tf.data.Dataset.from_tensor_slices(
+        ([s for s, _ in data.validation], [t for _, t in data.validation])
+    )
+    return (
+        stream_dataset(train, data, config, first_epoch=first_epoch),
+        stream_steps(train, data, config),
+        stream_dataset(validation, data, config, shuffle=False),
+        stream_steps(validation, data, config),
+    )
 
 
 # -- model -----------------------------------------------------------------------------------
@@ -261,7 +508,7 @@ def compile_model(model: Seq2Seq, config: NmtConfig, steps_per_epoch: int) -> No
     )
     model.compile(
         optimizer=keras.optimizers.Adam(schedule, clipnorm=config.clipnorm),
-        loss=masked_token_losses,
+        loss=MaskedTokenLosses(config.label_smoothing),
         metrics=[masked_accuracy],
         jit_compile=config.jit_compile,
     )
@@ -300,17 +547,27 @@ def train(config: NmtConfig, quiet: bool = False) -> str:
             return run_dir
     t0 = time.time()
     data = build_data(config, run_dir if state is not None else None)
-    train_src, train_tgt = encode_pairs(data.train, data, config)
-    val_src, val_tgt = encode_pairs(data.validation, data, config)
-    print(f"data: {data.report}; {len(data.train)} train / {len(data.validation)} validation / "
-          f"{len(data.test)} test pairs; vocabularies {len(data.source_vocab)} / "
-          f"{len(data.target_vocab)} tokens ({time.time() - t0:.1f}s)")
+    train_ds, steps, val_ds, val_steps = datasets(data, config, first_epoch=(state or {}).get("epoch", 0))
+    validation_sources = [s for s, _ in data.validation]
+    validation_targets = [t for _, t in data.validation]
+    unknown = {"source": unknown_rate(data.source_vocab, validation_sources),
+               "target": unknown_rate(data.target_vocab, validation_targets)}
+    val_tgt = data.target_vocab.encode(tf.constant(validation_targets), True,
+                                       config.max_target_length).to_list()
+    print(f"data: {data.report}; {len(data.train) or 'streamed'} train / {len(data.validation)} "
+          f"validation / {len(data.test)} test pairs; {config.tokenizer} vocabularies "
+          f"{len(data.source_vocab)} / {len(data.target_vocab)} tokens, [UNK] on validation "
+          f"{unknown['source']}% / {unknown['target']}% of tokens; {steps} batches an epoch "
+          f"({time.time() - t0:.1f}s)")
     write_dir = run_dir if chief else training.scratch_dir(run_dir)
     if chief and state is None:
         write_json(os.path.join(run_dir, "config.json"), to_dict(config))
-        data.source_vocab.save(os.path.join(run_dir, "source_vocab.txt"))
-        data.target_vocab.save(os.path.join(run_dir, "target_vocab.txt"))
-    steps = steps_for(train_src, train_tgt, config)
+        save_vocabularies(run_dir, data, config)
+        write_json(os.path.join(run_dir, "data.json"), {
+            "report": data.report, "unknown_rate_validation": unknown,
+            "vocabulary_sizes": [len(data.source_vocab), len(data.target_vocab)],
+            "batches_per_epoch": steps,
+        })
     with strategy.scope():
         if state is not None and os.path.exists(os.path.join(run_dir, "checkpoint.keras")):
             model = training.load_model_checked(os.path.join(run_dir, "checkpoint.keras"), "checkpoint")
@@ -321,6 +578,7 @@ def train(config: NmtConfig, quiet: bool = False) -> str:
             compile_model(model, config, steps)
     callbacks = [
         training.RunCheckpoint(write_dir, state, config.patience),
+        training.LearningCheck(most_frequent_token_rate(val_tgt), "val_masked_accuracy"),
         training.tensorboard_callback(write_dir),
     ]
     if chief:
@@ -329,10 +587,10 @@ def train(config: NmtConfig, quiet: bool = False) -> str:
         callbacks.append(AttentionImages(model, data, config, write_dir))
     if state["epoch"] < config.epochs and not state.get("stopped_early"):
         model.fit(
-            make_dataset(train_src, train_tgt, config, first_epoch=state["epoch"]),
-            validation_data=make_dataset(val_src, val_tgt, config, shuffle=False),
+            train_ds,
+            validation_data=val_ds,
             steps_per_epoch=steps,
-            validation_steps=steps_for(val_src, val_tgt, config),
+            validation_steps=val_steps,
             initial_epoch=state["epoch"],
             epochs=config.epochs,
             callbacks=callbacks,
@@ -383,19 +641,32 @@ def compare_attention(config: NmtConfig, baseline: str = "none") -> dict:
     training.point_latest(reports[config.attention]["run"])
     out_dir = training.run_dir_for(NAME, f"compare-{fingerprint(config, ignore=('run_id',))}")
     os.makedirs(out_dir, exist_ok=True)
-    table = {name: {b: s["exact_match"] for b, s in r["by_length"].items()} for name, r in reports.items()}
-    plot_quality_by_length(table, os.path.join(out_dir, "exact_match_by_length.png"))
-    bleu = {name: {b: s["bleu"] for b, s in r["by_length"].items()} for name, r in reports.items()}
-    plot_quality_by_length(bleu, os.path.join(out_dir, "bleu_by_length.png"), metric="bleu")
-    lines = ["| source tokens | " + " | ".join(f"{n} exact % | {n} BLEU" for n in reports) + " |"]
-    lines.append("|---|" + "---:|---:|" * len(reports))
-    buckets = list(next(iter(reports.values()))["by_length"])
+    texts = {name: r["text"] for name, r in reports.items()}
+    for metric in ("bleu", "chrf"):
+        table = {name: {b: s[metric] for b, s in t["by_length"].items()} for name, t in texts.items()}
+        plot_quality_by_length(table, os.path.join(out_dir, f"{metric}_by_length.png"), metric=metric)
+    exact = all("by_length" in r for r in reports.values())  # whole-word runs: exact match too
+    if exact:
+        table = {name: {b: s["exact_match"] for b, s in r["by_length"].items()}
+                 for name, r in reports.items()}
+        plot_quality_by_length(table, os.path.join(out_dir, "exact_match_by_length.png"))
+    columns = [f"{n} BLEU | {n} chrF" + (f" | {n} exact %" if exact else "") for n in reports]
+    lines = ["| source words | sentences | " + " | ".join(columns) + " |"]
+    lines.append("|---|---:|" + ("---:|---:|" + ("---:|" if exact else "")) * len(reports))
+    buckets = list(next(iter(texts.values()))["by_length"])
     for b in buckets + ["all"]:
         cells = []
-        for r in reports.values():
-            s = r["overall"] if b == "all" else r["by_length"].get(b, {"exact_match": 0, "bleu": 0})
-            cells += [f"{s['exact_match']:.2f}", f"{s['bleu']:.2f}"]
-        lines.append(f"| {b} | " + " | ".join(cells) + " |")
+        for name, r in reports.items():
+            s = texts[name]["overall"] if b == "all" else texts[name]["by_length"][b]
+            cells += [f"{s['bleu']:.2f}", f"{s['chrf']:.2f}"]
+            if exact:
+                e = r["overall"] if b == "all" else r["by_length"].get(b, {"exact_match": 0.0})
+                cells.append(f"{e['exact_match']:.2f}")
+        label = f"**{b}**" if b == "all" else b
+        lines.append(f"| {label} | {s['count']} | " + " | ".join(cells) + " |")
+    signatures = next(iter(texts.values()))["signatures"]
+    lines += ["", "Detokenised, cased sacreBLEU and chrF by source length in words; signatures:"]
+    lines += [f"- {k}: `{v}`" for k, v in signatures.items()]
     markdown = "\n".join(lines)
     with open(os.path.join(out_dir, "compare.md"), "w", encoding="utf-8") as f:
         f.write(markdown + "\n")

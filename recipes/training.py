@@ -145,6 +145,35 @@ class RunCheckpoint(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class LearningCheck(keras.callbacks.Callback):
+    """Says at once when a run is not learning: after an epoch, validation token accuracy still
+    within a point of the rate of always predicting the most frequent token (`baseline`, 0-1).
+
+    A collapsed run shows it after its first epoch, not when training ends; the message names
+    what to try.
+    """
+
+    def __init__(self, baseline: float, metric: str = "val_masked_accuracy", margin: float = 0.01):
+        super().__init__()
+        self.baseline = float(baseline)
+        self.metric = metric
+        self.margin = margin
+        self.warnings = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.metric)
+        if value is None or float(value) > self.baseline + self.margin:
+            return
+        message = (
+            f"warning: not learning: after epoch {epoch + 1} validation token accuracy is "
+            f"{100 * float(value):.2f}%, the rate of always predicting the most frequent token "
+            f"({100 * self.baseline:.2f}%). Try a lower learning_rate (e.g. half), smaller "
+            "batches, or a subword vocabulary (tokenizer=sentencepiece) for a large vocabulary."
+        )
+        self.warnings.append(message)
+        print(message, flush=True)
+
+
 def new_state() -> dict:
     return {"epoch": 0, "best_val_loss": float("inf"), "best_epoch": 0, "wait": 0, "history": []}
 

@@ -20,7 +20,9 @@ import tensorflow as tf
 from recipes import training
 from recipes.config import write_json
 from zoo import decoding, plots, text
-from zoo.metrics import format_report, quality_report
+from zoo.data import parallel
+from zoo.metrics import format_report, format_text_report, quality_report, text_quality_report
+from zoo.subwords import SubwordTokenizer
 
 
 @dataclasses.dataclass
@@ -62,13 +64,10 @@ class Translator:
                 f"{run_dir} has no {weights}: its training has not finished; re-run "
                 "`python -m recipes train nmt` with the same arguments to finish it"
             )
+        from recipes.nmt import load_vocabularies
+
         model = training.load_model_checked(path)
-        return cls(
-            model,
-            text.Vocabulary.load(os.path.join(run_dir, "source_vocab.txt")),
-            text.Vocabulary.load(os.path.join(run_dir, "target_vocab.txt")),
-            config,
-        )
+        return cls(model, *load_vocabularies(run_dir, config), config)
 
     # -- decoding ids ------------------------------------------------------------------------
 
@@ -128,8 +127,24 @@ class Translator:
 
     # -- text in, text out -------------------------------------------------------------------
 
+    @property
+    def subword(self) -> bool:
+        return isinstance(self.target_vocab, SubwordTokenizer)
+
     def source_tokens(self, texts: list[str]) -> list[list[str]]:
+        """The source tokens the model sees (words, or subword pieces), cut to the maximum."""
+        if not texts:
+            return []
+        if isinstance(self.source_vocab, SubwordTokenizer):
+            ids = self.source_vocab.encode(tf.constant(list(texts)), False, self.config.max_source_length)
+            return [[p.decode("utf-8") for p in row] for row in self.source_vocab.strings(ids).to_list()]
         return [t[: self.config.max_source_length] for t in text.python_tokens(list(texts))]
+
+    def source_ids(self, texts: list[str]) -> list[np.ndarray]:
+        if not texts:
+            return []
+        ids = self.source_vocab.encode(tf.constant(list(texts)), False, self.config.max_source_length)
+        return [np.asarray(row, np.int32) for row in ids.to_list()]
 
     def translate(self, texts, beam=None, n_best=1, replace_unk=None, batch_size=64,
                   length_penalty=None, coverage_penalty=None, progress=None) -> list[Translation]:
@@ -151,9 +166,10 @@ class Translator:
         if replace_unk is None:
             setting = self.config.replace_unk
             replace_unk = setting == "true" or (setting == "auto" and self.config.data != "num2words")
+        if self.subword:
+            replace_unk = False  # pieces spell out rare words; there is no [UNK] to replace
         tokens = self.source_tokens(texts)
-        ids = [self.source_vocab.ids(tf.constant(t, tf.string)).numpy() if t else
-               np.zeros((0,), np.int32) for t in tokens]
+        ids = self.source_ids(texts)
         order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
         results: list[Translation | None] = [None] * len(texts)
         for start in range(0, len(order), batch_size):
@@ -181,9 +197,13 @@ class Translator:
                 source_tokens[int(np.argmax(attention[t]))] if w == text.UNK else w
                 for t, w in enumerate(words)
             ]
-        sentence = text.detokenize(tf.ragged.constant([words], dtype=tf.string)).numpy()[0]
+        if self.subword:
+            sentence = self.target_vocab.decode_python([[int(i) for i in ids]])[0]
+        else:
+            sentence = text.detokenize(tf.ragged.constant([words], dtype=tf.string)).numpy()[0]
+            sentence = sentence.decode("utf-8") if words else ""
         return Translation(
-            text=sentence.decode("utf-8") if words else "",
+            text=sentence,
             tokens=words,
             score=float(out["score"][row, k]),
             attention=attention,
@@ -203,17 +223,24 @@ def plot_translation(result: Translation, path: str, title: str | None = None):
 
 
 def evaluate(run_dir: str, beam: int | None = None, split: str = "test", plots_count: int = 4,
-             quiet: bool = False) -> dict:
-    """Decodes a split, scores it by source length, writes metrics.json and plots."""
+             quiet: bool = False, test_file: str | None = None) -> dict:
+    """Decodes a split (or a user's own `test_file`: a .tsv or SOURCE,TARGET plain-text files),
+    scores it by source length (cased, detokenised sacreBLEU and chrF, with their signatures;
+    for whole-word runs also exact match and BLEU on the run's own tokens), writes metrics.json,
+    the hypotheses (`hypotheses-<split>-<decoding>.txt`, one a line) and attention plots."""
     from recipes.nmt import load_pairs
 
     run_dir = training.resolve_run(run_dir)
     translator = Translator.from_run(run_dir)
     config = translator.config
     beam = config.beam_size if beam is None else beam
-    pairs = dict(zip(("train", "validation", "test"), load_pairs(config)[:3]))[split]
+    if test_file:
+        test = parallel.parse_split("test", test_file)
+        parallel.check_split(test)
+        pairs, split = parallel.read_pairs(test), os.path.splitext(os.path.basename(test.source_path))[0]
+    else:
+        pairs = dict(zip(("train", "validation", "test"), load_pairs(config)[:3], strict=True))[split]
     sources = [s for s, _ in pairs]
-    references = [" ".join(t[: config.max_target_length]) for t in text.python_tokens([t for _, t in pairs])]
     t0 = time.time()
     bar = keras.utils.Progbar(len(sources), unit_name="sentence", verbose=0 if quiet else 1)
     done = [0]
@@ -224,21 +251,35 @@ def evaluate(run_dir: str, beam: int | None = None, split: str = "test", plots_c
 
     results = translator.translate(sources, beam=beam, batch_size=128, progress=progress)
     seconds = time.time() - t0
-    hypotheses = [" ".join(r.tokens) for r in results]
+    decoding_name = "greedy" if beam == 1 else f"beam{beam}"
     lengths = [len(r.source_tokens) for r in results]
-    report = quality_report(hypotheses, references, lengths)
+    if translator.subword:
+        report = {}
+    else:  # the number task's figures: exact match and BLEU on the run's own tokens
+        references = [" ".join(t[: config.max_target_length])
+                      for t in text.python_tokens([t for _, t in pairs])]
+        report = quality_report([" ".join(r.tokens) for r in results], references, lengths)
     report.update(
+        text=text_quality_report([r.text for r in results], [t for _, t in pairs],
+                                 [len(s.split()) for s in sources]),
         decoding="greedy" if beam == 1 else f"beam {beam}",
         split=split,
+        sentences=len(sources),
         seconds=round(seconds, 2),
         sentences_per_second=round(len(sources) / max(seconds, 1e-9), 1),
     )
+    hypotheses_path = os.path.join(run_dir, f"hypotheses-{split}-{decoding_name}.txt")
+    tmp = f"{hypotheses_path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(r.text.replace("\n", " ") + "\n" for r in results)
+    os.replace(tmp, hypotheses_path)
+    report["hypotheses"] = os.path.basename(hypotheses_path)
     metrics_path = os.path.join(run_dir, "metrics.json")
     metrics = {}
     if os.path.exists(metrics_path):
         with open(metrics_path, encoding="utf-8") as f:
             metrics = json.load(f)
-    metrics[f"{split}_{'greedy' if beam == 1 else f'beam{beam}'}"] = report
+    metrics[f"{split}_{decoding_name}"] = report
     write_json(metrics_path, metrics)
     # A few alignments of different lengths, shortest to longest.
     by_len = sorted(range(len(results)), key=lambda i: lengths[i])
@@ -248,8 +289,13 @@ def evaluate(run_dir: str, beam: int | None = None, split: str = "test", plots_c
         plot_translation(results[i], os.path.join(run_dir, f"attention-{n}.png"),
                          title=f"{sources[i][:60]}")
     if not quiet:
-        print(format_report(report, f"{run_dir} — {split} split, {report['decoding']}, "
-                                    f"{report['sentences_per_second']} sentences/s"))
+        title = (f"{run_dir} — {split} ({len(sources)} sentences), {report['decoding']}, "
+                 f"{report['sentences_per_second']} sentences/s")
+        if "overall" in report:
+            print(format_report(report, title + "; on the run's own tokens:"))
+            title = "detokenised text:"
+        print(format_text_report(report["text"], title))
+        print(f"hypotheses: {hypotheses_path}")
     return report
 
 

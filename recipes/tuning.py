@@ -118,30 +118,29 @@ class NmtTrials(CachedTrialData):
     DATA_FIELDS = (
         "data", "source_lang", "target_lang", "train_size", "validation_size", "test_size",
         "max_digits", "max_items", "max_source_length", "max_target_length", "max_vocab_size",
-        "min_count", "seed",
+        "min_count", "seed", "train", "valid", "test", "tokenizer", "vocab_size", "joint_vocab",
+        "subword_model",
     )
 
     def load(self, config):
         from recipes import nmt
 
         data = nmt.build_data(config)
-        train = nmt.encode_pairs(data.train, data, config)
-        validation = nmt.encode_pairs(data.validation, data, config)
-        summary = (f"{data.report}; {len(data.train)} train / {len(data.validation)} validation "
-                   f"pairs; vocabularies {len(data.source_vocab)} / {len(data.target_vocab)} tokens")
-        return data, train, validation, summary
+        summary = (f"{data.report}; {len(data.train) or 'streamed'} train / "
+                   f"{len(data.validation)} validation pairs; vocabularies "
+                   f"{len(data.source_vocab)} / {len(data.target_vocab)} tokens")
+        return data, None, None, summary  # the datasets are built per trial (batching fields)
 
     def run(self, config, epochs, initial_epoch=0, weights_in=None, weights_out=None,
             strategy=None, seed=0, log=print) -> dict:
         from recipes import nmt
         from recipes.translator import Translator
-        from zoo import text
-        from zoo.metrics import corpus_bleu
+        from zoo.metrics import sacrebleu_scores
 
-        data, (train_src, train_tgt), (val_src, val_tgt) = self.data(config)
+        data = self.data(config)[0]
         strategy = strategy or tf.distribute.get_strategy()
         keras.utils.set_random_seed(seed)
-        steps = nmt.steps_for(train_src, train_tgt, config)
+        train_ds, steps, val_ds, val_steps = nmt.datasets(data, config, first_epoch=initial_epoch)
         with strategy.scope():
             model = nmt.build_model(config, len(data.source_vocab), len(data.target_vocab))
             nmt.compile_model(model, config, steps)
@@ -150,10 +149,10 @@ class NmtTrials(CachedTrialData):
                 model.load_weights(weights_in)
         log(f"variables on {variable_devices(model)}; compute dtype {model.compute_dtype}")
         history = model.fit(
-            nmt.make_dataset(train_src, train_tgt, config, first_epoch=initial_epoch),
-            validation_data=nmt.make_dataset(val_src, val_tgt, config, shuffle=False),
+            train_ds,
+            validation_data=val_ds,
             steps_per_epoch=steps,
-            validation_steps=nmt.steps_for(val_src, val_tgt, config),
+            validation_steps=val_steps,
             initial_epoch=initial_epoch,
             epochs=epochs,
             verbose=2,
@@ -162,10 +161,8 @@ class NmtTrials(CachedTrialData):
             model.save_weights(weights_out)
         translator = Translator(model, data.source_vocab, data.target_vocab, config)
         sources = [s for s, _ in data.validation]
-        targets = text.python_tokens([t for _, t in data.validation])
         results = translator.translate(sources, beam=config.beam_size, batch_size=128)
-        bleu = corpus_bleu([" ".join(r.tokens) for r in results],
-                           [" ".join(t[: config.max_target_length]) for t in targets])
+        bleu = sacrebleu_scores([r.text for r in results], [t for _, t in data.validation])["bleu"]
         return {"val_bleu": bleu, "val_loss": float(history.history["val_loss"][-1])}
 
 

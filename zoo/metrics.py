@@ -64,3 +64,58 @@ def format_report(report: dict, title: str = "") -> str:
     s = report["overall"]
     lines.append(f"| **all** | {s['count']} | {s['exact_match']:.2f} | {s['bleu']:.2f} |")
     return "\n".join(lines)
+
+
+def sacrebleu_scores(hypotheses: list[str], references: list[str]) -> dict:
+    """Cased, detokenised corpus BLEU and chrF as WMT reports them: sacrebleu's defaults (13a
+    tokenisation, no lower-casing; chrF with character 6-grams, beta 2) on plain text, with the
+    signature strings that say so."""
+    bleu = sacrebleu.metrics.BLEU()
+    chrf = sacrebleu.metrics.CHRF()
+    if not hypotheses:
+        return {"bleu": 0.0, "chrf": 0.0, "count": 0}
+    return {
+        "bleu": round(float(bleu.corpus_score(hypotheses, [references]).score), 2),
+        "chrf": round(float(chrf.corpus_score(hypotheses, [references]).score), 2),
+        "count": len(hypotheses),
+    }
+
+
+def sacrebleu_signatures() -> dict:
+    """The signature strings of `sacrebleu_scores`' metrics (version, tokeniser, case...)."""
+    out = {}
+    for name, metric in (("bleu", sacrebleu.metrics.BLEU()), ("chrf", sacrebleu.metrics.CHRF())):
+        metric.corpus_score(["a"], [["a"]])  # the signature names the reference count once scored
+        out[name] = str(metric.get_signature())
+    return out
+
+
+def text_quality_report(hypotheses, references, source_words) -> dict:
+    """`{"overall", "by_length": {bucket: {bleu, chrf, count}}, "signatures"}`: sacreBLEU and
+    chrF of detokenised, cased text, by source length in words (whitespace-separated)."""
+    report = {
+        "overall": sacrebleu_scores(hypotheses, references),
+        "by_length": {},
+        "signatures": sacrebleu_signatures(),
+    }
+    for low, high in LENGTH_BUCKETS:
+        idx = [i for i, n in enumerate(source_words) if low <= n <= high]
+        if idx:
+            report["by_length"][bucket_label(low, high)] = sacrebleu_scores(
+                [hypotheses[i] for i in idx], [references[i] for i in idx]
+            )
+    return report
+
+
+def format_text_report(report: dict, title: str = "") -> str:
+    """`text_quality_report` as a Markdown table, signatures below it."""
+    lines = [title] if title else []
+    lines.append("| source words | sentences | BLEU | chrF |")
+    lines.append("|---|---:|---:|---:|")
+    for bucket, s in report["by_length"].items():
+        lines.append(f"| {bucket} | {s['count']} | {s['bleu']:.2f} | {s['chrf']:.2f} |")
+    s = report["overall"]
+    lines.append(f"| **all** | {s['count']} | {s['bleu']:.2f} | {s['chrf']:.2f} |")
+    lines.append("")
+    lines += [f"{name}: {sig}" for name, sig in report["signatures"].items()]
+    return "\n".join(lines)

@@ -48,6 +48,36 @@ def masked_token_losses(y_true, y_pred):
     return ce * mask * (tokens / ops.maximum(ops.sum(mask), 1.0))
 
 
+@keras.saving.register_keras_serializable(package="zoo")
+class MaskedTokenLosses(keras.losses.Loss):
+    """`masked_token_losses` with label smoothing: the target distribution puts
+    `1 - label_smoothing` on the reference token and spreads `label_smoothing` evenly over the
+    vocabulary (Szegedy et al., 2016), so the model is not pushed to ever more certain outputs.
+
+    Args:
+        label_smoothing: in `[0, 1)`. Defaults to `0.0` (plain cross-entropy).
+    """
+
+    def __init__(self, label_smoothing=0.0, name="masked_token_losses", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = float(label_smoothing)
+
+    def call(self, y_true, y_pred):
+        if not self.label_smoothing:
+            return masked_token_losses(y_true, y_pred)
+        mask = ops.cast(ops.not_equal(y_true, 0), "float32")
+        log_probs = ops.log_softmax(ops.cast(y_pred, "float32"), axis=-1)
+        labels = ops.expand_dims(ops.cast(y_true, "int32"), -1)
+        nll = -ops.squeeze(ops.take_along_axis(log_probs, labels, axis=-1), -1)
+        uniform = -ops.mean(log_probs, axis=-1)
+        ce = (1.0 - self.label_smoothing) * nll + self.label_smoothing * uniform
+        tokens = ops.cast(ops.size(mask), "float32")
+        return ce * mask * (tokens / ops.maximum(ops.sum(mask), 1.0))
+
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
 def masked_loss(y_true, y_pred):
     """Token cross-entropy averaged over non-padding target tokens (id 0 is padding): a scalar."""
     return ops.mean(masked_token_losses(y_true, y_pred))

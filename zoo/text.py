@@ -146,3 +146,11 @@ class Vocabulary:
             end = tf.fill([n, 1], END_ID)
             ids = tf.concat([start, ids, end], axis=1)
         return ids
+
+    def detokenize(self, ids):
+        """int ids `[B, T]` (dense, padded with 0, or ragged) -> `[B]` strings: the tokens with
+        padding, `[START]` and `[END]` dropped, joined as `detokenize` joins them."""
+        if not isinstance(ids, tf.RaggedTensor):
+            ids = tf.RaggedTensor.from_tensor(tf.convert_to_tensor(ids))
+        ids = tf.ragged.boolean_mask(ids, tf.logical_and(ids != PAD_ID, ids > END_ID) | (ids == UNK_ID))
+        return detokenize(self.strings(ids))
