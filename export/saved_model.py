@@ -273,7 +273,7 @@ class NmtGraph:
         self.target_strings = tf.constant(list(getattr(target_vocab, "tokens", target_vocab)))
         if replace_unk is None:
             setting = config.replace_unk
-            replace_unk = setting == "true" or (setting == "auto" and config.data != "num2words")
+            replace_unk = setting == "true" or (setting == "auto" and (config.data != "num2words" or bool(config.train)))
         # Without attention there is nothing to point at; subwords spell rare words out.
         self.replace_unk = (bool(replace_unk) and model.decoder.attention is not None
                             and not self.subwords)

@@ -76,6 +76,10 @@ class NmtConfig:
     variational_dropout: bool = True
     # Training.
     batch_size: int = 128
+    # The output layer's bias starts at the log frequency of each target token in the training
+    # split ("unigram"), or at 0 ("zeros"): with a large vocabulary a zero bias left runs stuck
+    # at predicting the most frequent token.
+    output_bias_init: str = "unigram"
     # Batch by tokens instead: about this many source + target tokens per batch (0: off).
     batch_tokens: int = 0
     label_smoothing: float = 0.0
@@ -95,6 +99,15 @@ class NmtConfig:
     # Run folder name under runs/nmt/; empty: "<attention>-<config hash>", so re-running the
     # same command resumes the same run.
     run_id: str = ""
+
+    def split_files(self) -> dict | None:
+        """`{"train", "valid", "test": spec}` when the data comes in split files (train= valid=
+        test=, or data=FOLDER holding train.tsv, valid.tsv and test.tsv), else None."""
+        if self.train or self.valid or self.test:
+            return {"train": self.train, "valid": self.valid, "test": self.test}
+        if self.data != "num2words" and os.path.isdir(self.data):
+            return {k: os.path.join(self.data, f"{k}.tsv") for k in ("train", "valid", "test")}
+        return None
 
     def validate(self):
         if self.attention not in ATTENTION_TYPES:
@@ -117,22 +130,26 @@ class NmtConfig:
             raise ConfigError(
                 f"subword_model={self.subword_model!r}: choose one of {', '.join(SUBWORD_MODELS)}"
             )
+        if self.output_bias_init not in ("unigram", "zeros"):
+            raise ConfigError(
+                f"output_bias_init={self.output_bias_init!r}: choose unigram or zeros"
+            )
         if self.vocab_size < 16:
             raise ConfigError(f"vocab_size={self.vocab_size}: must be at least 16")
         if self.batch_tokens < 0:
             raise ConfigError(f"batch_tokens={self.batch_tokens}: must be 0 (off) or positive")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"label_smoothing={self.label_smoothing}: must be in [0, 1)")
-        splits = {"train": self.train, "valid": self.valid, "test": self.test}
-        if any(splits.values()):
+        splits = self.split_files()
+        if splits:
             missing = [k for k, v in splits.items() if not v]
             if missing:
                 raise ConfigError(
                     f"split files need all three of train=, valid=, test=; missing: "
                     f"{', '.join(m + '=' for m in missing)} (or give one file with data=FILE, "
-                    "which is split automatically)"
+                    "which is split automatically, or data=FOLDER with train.tsv, valid.tsv, test.tsv)"
                 )
-            if self.data != "num2words":
+            if self.train and self.data != "num2words":
                 raise ConfigError(
                     f"data={self.data} and train=/valid=/test= both given; give one or the other"
                 )
@@ -140,7 +157,10 @@ class NmtConfig:
                 for name, spec in splits.items():
                     parallel.check_split(parallel.parse_split(name, spec))
             except DataError as e:
-                raise ConfigError(str(e)) from None
+                hint = ""
+                if "does not exist" in str(e) and "bible-" in str(e):
+                    hint = " (the Bible corpora are built with `make data CORPUS=bible-en-fr`)"
+                raise ConfigError(f"{e}{hint}") from None
         elif self.data != "num2words" and not os.path.exists(self.data):
             raise ConfigError(
                 f"data={self.data}: no such file; give a source<TAB>target .tsv file, split "
@@ -172,8 +192,8 @@ class NmtData:
 def load_pairs(config: NmtConfig):
     """(train, validation, test, report) sentence pairs for the config's data. With split files
     the training list is empty (`train_pairs` streams it)."""
-    if config.train:
-        splits = {k: parallel.parse_split(k, getattr(config, k)) for k in ("train", "valid", "test")}
+    if config.split_files():
+        splits = {k: parallel.parse_split(k, v) for k, v in config.split_files().items()}
         validation, test = parallel.read_pairs(splits["valid"]), parallel.read_pairs(splits["test"])
         report = f"split files train={splits['train']} valid={splits['valid']} test={splits['test']}"
         return [], validation, test, report
@@ -279,7 +299,7 @@ def build_vocabularies(config: NmtConfig, data: NmtData):
 def build_data(config: NmtConfig, vocab_dir: str | None = None) -> NmtData:
     """Loads the pairs and the vocabularies (learned from the training split, or read back)."""
     train, validation, test, report = load_pairs(config)
-    split = parallel.parse_split("train", config.train) if config.train else None
+    split = parallel.parse_split("train", config.split_files()["train"]) if config.split_files() else None
     data = NmtData(train, validation, test, None, None, report, split)
     names = VOCAB_FILES[config.tokenizer]
     if vocab_dir and all(os.path.exists(os.path.join(vocab_dir, n)) for n in names):
@@ -287,6 +307,32 @@ def build_data(config: NmtConfig, vocab_dir: str | None = None) -> NmtData:
     else:
         data.source_vocab, data.target_vocab = build_vocabularies(config, data)
     return data
+
+
+def target_token_counts(config: NmtConfig, data: NmtData, chunk: int = 4096) -> np.ndarray:
+    """How often each target id (`[END]` included) occurs in the training split (streamed)."""
+    counts = np.zeros(len(data.target_vocab), np.int64)
+    batch = []
+
+    def add(texts):
+        ids = data.target_vocab.encode(tf.constant(texts), True, config.max_target_length)
+        counts[:] += np.bincount(ids[:, 1:].flat_values.numpy(), minlength=len(counts))
+
+    for _, target in train_pairs(config, data):
+        batch.append(target)
+        if len(batch) == chunk:
+            add(batch)
+            batch = []
+    if batch:
+        add(batch)
+    return counts
+
+
+def init_output_bias(model: Seq2Seq, counts: np.ndarray) -> None:
+    """Sets the output layer's bias to the log unigram distribution of the target tokens, so
+    training starts from the frequency guess instead of a uniform one over a large vocabulary."""
+    counts = counts.astype(np.float64) + 0.1
+    model.decoder.output_projection.bias.assign(np.log(counts / counts.sum()).astype(np.float32))
 
 
 def unknown_rate(vocab, sentences: list[str]) -> float:
@@ -323,15 +369,16 @@ def _pad(rows, multiple):
 
 
 def _token_batches(part, src, tgt, batch_tokens):
-    """Consecutive runs of `part` (sorted by length) of at most `batch_tokens` padded tokens."""
-    chunks, chunk, width = [], [], 0
+    """Consecutive runs of `part` (sorted by length) of at most `batch_tokens` padded tokens:
+    rows x (longest source + longest target), the two longest possibly from different rows."""
+    chunks, chunk, source_width, target_width = [], [], 0, 0
     for j in part:
-        w = max(width, len(src[j]) + len(tgt[j]))
-        if chunk and w * (len(chunk) + 1) > batch_tokens:
+        s, t = max(source_width, len(src[j])), max(target_width, len(tgt[j]))
+        if chunk and (s + t) * (len(chunk) + 1) > batch_tokens:
             chunks.append(chunk)
-            chunk, w = [], len(src[j]) + len(tgt[j])
+            chunk, s, t = [], len(src[j]), len(tgt[j])
         chunk.append(j)
-        width = w
+        source_width, target_width = s, t
     return chunks + ([chunk] if chunk else [])
 
 
@@ -436,19 +483,28 @@ def stream_dataset(pairs: tf.data.Dataset, data: NmtData, config: NmtConfig, fir
         t = data.target_vocab.encode(target, True, config.max_target_length)
         return s.to_tensor(), s.row_lengths(), t.to_tensor(), t.row_lengths()
 
+    def unpad(s, ns, t, nt):
+        return s[:ns], t[:nt]
+
+    def has_source(s, t):
+        return tf.size(s) > 0
+
+    def pair_length(s, t):
+        return tf.size(s) + tf.size(t)
+
+    def teacher_forcing(s, t):
+        return {"source": s, "target_in": t[:, :-1]}, t[:, 1:]
+
     ds = ds.batch(512).map(encode, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
-    ds = ds.map(lambda s, ns, t, nt: (s[:ns], t[:nt]))
-    ds = ds.filter(lambda s, t: tf.size(s) > 0)
+    ds = ds.map(unpad).filter(has_source)
     boundaries = [b for b in STREAM_BUCKETS if b < config.max_source_length + config.max_target_length + 2]
     if config.batch_tokens:
         sizes = [max(1, config.batch_tokens // b) for b in boundaries]
         sizes.append(max(1, config.batch_tokens // (config.max_source_length + config.max_target_length + 2)))
     else:
         sizes = [config.batch_size] * (len(boundaries) + 1)
-    ds = ds.bucket_by_sequence_length(
-        lambda s, t: tf.size(s) + tf.size(t), boundaries, sizes, pad_to_bucket_boundary=False
-    )
-    ds = ds.map(lambda s, t: ({"source": s, "target_in": t[:, :-1]}, t[:, 1:]))
+    ds = ds.bucket_by_sequence_length(pair_length, boundaries, sizes, pad_to_bucket_boundary=False)
+    ds = ds.map(teacher_forcing)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     options.deterministic = True
@@ -458,7 +514,10 @@ def stream_dataset(pairs: tf.data.Dataset, data: NmtData, config: NmtConfig, fir
 def stream_steps(pairs: tf.data.Dataset, data: NmtData, config: NmtConfig) -> int:
     """Batches in one unshuffled pass (a pass over the corpus: tokenising, not training)."""
     ds = stream_dataset(pairs, data, config, shuffle=False, repeat=False)
-    return int(ds.reduce(np.int64(0), lambda n, _: n + 1).numpy())
+    def count(n, batch):
+        return n + 1
+
+    return int(ds.reduce(np.int64(0), count).numpy())
 
 
 def datasets(data: NmtData, config: NmtConfig, first_epoch: int = 0):
@@ -575,6 +634,8 @@ def train(config: NmtConfig, quiet: bool = False) -> str:
         else:
             state = training.new_state()
             model = build_model(config, len(data.source_vocab), len(data.target_vocab))
+            if config.output_bias_init == "unigram":
+                init_output_bias(model, target_token_counts(config, data))
             compile_model(model, config, steps)
     callbacks = [
         training.RunCheckpoint(write_dir, state, config.patience),

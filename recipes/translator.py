@@ -165,7 +165,7 @@ class Translator:
             raise ValueError(f"n_best={n_best} cannot exceed the beam size {beam}; raise --beam")
         if replace_unk is None:
             setting = self.config.replace_unk
-            replace_unk = setting == "true" or (setting == "auto" and self.config.data != "num2words")
+            replace_unk = setting == "true" or (setting == "auto" and (self.config.data != "num2words" or bool(self.config.train)))
         if self.subword:
             replace_unk = False  # pieces spell out rare words; there is no [UNK] to replace
         tokens = self.source_tokens(texts)

@@ -143,6 +143,8 @@ class NmtTrials(CachedTrialData):
         train_ds, steps, val_ds, val_steps = nmt.datasets(data, config, first_epoch=initial_epoch)
         with strategy.scope():
             model = nmt.build_model(config, len(data.source_vocab), len(data.target_vocab))
+            if config.output_bias_init == "unigram" and not weights_in:
+                nmt.init_output_bias(model, nmt.target_token_counts(config, data))
             nmt.compile_model(model, config, steps)
             if weights_in:  # Hyperband's continued trial: weights and Adam's moments
                 model.optimizer.build(model.trainable_variables)

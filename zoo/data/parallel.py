@@ -101,14 +101,17 @@ _SPACES = re.compile(r"[\t\n\f\r ]+")  # RE2's \s, which the tf.data path uses
 
 
 def _clean(text: str) -> str:
-    return _SPACES.sub(" ", text).strip(" ")
+    # As `pairs_dataset`: TextLineDataset drops every "\r", tf.strings.strip strips "\v" too.
+    return _SPACES.sub(" ", text.replace("\r", "")).strip(" \t\n\v\f\r")
 
 
 def iter_pairs(split: Split):
     """Yields the split's `(source, target)` pairs as Python strings, streaming; lines with an
     empty side (or, in a TSV, without a tab) are skipped, as `pairs_dataset` skips them."""
     if split.is_tsv:
-        with open(split.source_path, encoding="utf-8", errors="replace") as f:
+        # Lines end at "\n" only, as check_split counts them and TextLineDataset reads them: a
+        # lone "\r" must not split a line (universal newlines would, misaligning the pairs).
+        with open(split.source_path, encoding="utf-8", errors="replace", newline="\n") as f:
             for line in f:
                 fields = line.rstrip("\r\n").split("\t")
                 if len(fields) >= 2:
@@ -116,8 +119,8 @@ def iter_pairs(split: Split):
                     if source and target:
                         yield source, target
         return
-    with open(split.source_path, encoding="utf-8", errors="replace") as fs, open(
-        split.target_path, encoding="utf-8", errors="replace"
+    with open(split.source_path, encoding="utf-8", errors="replace", newline="\n") as fs, open(
+        split.target_path, encoding="utf-8", errors="replace", newline="\n"
     ) as ft:
         for source, target in zip(fs, ft, strict=True):
             source, target = _clean(source), _clean(target)
@@ -137,14 +140,25 @@ def _squeeze_spaces(text):
 def pairs_dataset(split: Split) -> tf.data.Dataset:
     """The split as a `tf.data.Dataset` of `(source, target)` string scalars, read from disk as
     it goes (nothing is held in memory); the same pairs as `iter_pairs`."""
+    # Named functions, not lambdas: tf.data's AutoGraph reads a function's source to convert it.
+    def fields(line):
+        return tf.strings.split(line, "\t")
+
+    def has_two(f):
+        return tf.size(f) >= 2
+
+    def first_two(f):
+        return _squeeze_spaces(f[0]), _squeeze_spaces(f[1])
+
+    def both_sides(s, t):
+        return tf.logical_and(tf.strings.length(s) > 0, tf.strings.length(t) > 0)
+
     if split.is_tsv:
         lines = tf.data.TextLineDataset(split.source_path)
-        fields = lines.map(lambda line: tf.strings.split(line, "\t"))
-        fields = fields.filter(lambda f: tf.size(f) >= 2)
-        pairs = fields.map(lambda f: (_squeeze_spaces(f[0]), _squeeze_spaces(f[1])))
+        pairs = lines.map(fields).filter(has_two).map(first_two)
     else:
         pairs = tf.data.Dataset.zip(
             tf.data.TextLineDataset(split.source_path).map(_squeeze_spaces),
             tf.data.TextLineDataset(split.target_path).map(_squeeze_spaces),
         )
-    return pairs.filter(lambda s, t: tf.logical_and(tf.strings.length(s) > 0, tf.strings.length(t) > 0))
+    return pairs.filter(both_sides)
