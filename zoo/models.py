@@ -172,10 +172,25 @@ class Seq2Seq(MultiWorkerFitMixin, keras.Model):
         return self.decoder(target_in, memory, mask, initial_state=state, training=training)
 
     def decoding_inputs(self, source):
-        """`(step_fn, initial_state, constants)` for `zoo.decoding.greedy_search/beam_search`."""
+        """`(step_fn, initial_state, constants)` for `zoo.decoding.greedy_search/beam_search`.
+
+        The step never proposes padding (id 0) or the start token (id 2): an undertrained model
+        can score them highest, and a 0 inside an output would end it early for anything that
+        counts non-padding ids.
+        """
         memory, mask, (h, c) = self.encode(source)
         constants = self.decoder.prepare_memory(memory, mask)
-        return self.decoder.step, self.decoder.initial_state(h, c), constants
+        never = ops.convert_to_tensor(
+            [[-1e9 if i in (0, 2) else 0.0 for i in range(min(3, self.target_vocab_size))]]
+        )
+
+        def step(ids, state, constants):
+            logits, state, weights = self.decoder.step(ids, state, constants)
+            head = ops.cast(logits[:, : never.shape[1]], "float32") + never
+            logits = ops.concatenate([ops.cast(head, logits.dtype), logits[:, never.shape[1]:]], -1)
+            return logits, state, weights
+
+        return step, self.decoder.initial_state(h, c), constants
 
     def get_config(self):
         return {
