@@ -28,15 +28,11 @@ TINY_SUBWORD_NMT = dict(
 @pytest.fixture(scope="session")
 def subword_run(tmp_path_factory):
     """The folder of a tiny trained `tokenizer=sentencepiece` nmt run on the committed sample."""
-    from recipes import nmt, training
+    from recipes import nmt
+    from tests.helpers import train_under
 
-    root = tmp_path_factory.mktemp("subword-runs")
-    old = training.RUNS_ROOT
-    training.RUNS_ROOT = str(root)
-    try:
-        return nmt.train(nmt.NmtConfig(**TINY_SUBWORD_NMT), quiet=True)
-    finally:
-        training.RUNS_ROOT = old
+    return train_under(tmp_path_factory.mktemp("subword-runs"), nmt.train,
+                       nmt.NmtConfig(**TINY_SUBWORD_NMT))
 
 
 @pytest.fixture(scope="session")

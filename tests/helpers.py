@@ -134,3 +134,16 @@ def _assert_all_close(actual, expected, where, atol=1e-6):
         np.testing.assert_allclose(
             keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(e), atol=atol, err_msg=where
         )
+
+
+def train_under(root, train, config, **kwargs):
+    """`train(config, quiet=True, **kwargs)` with the runs root pointed at `root` meanwhile;
+    returns the run folder. The session fixtures that train a tiny run use it."""
+    from recipes import training
+
+    old = training.RUNS_ROOT
+    training.RUNS_ROOT = str(root)
+    try:
+        return train(config, quiet=True, **kwargs)
+    finally:
+        training.RUNS_ROOT = old

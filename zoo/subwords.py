@@ -30,7 +30,7 @@ import tensorflow as tf
 import tensorflow_text as tft
 
 from zoo.errors import DataError
-from zoo.text import END_ID, SPECIAL_TOKENS, START_ID
+from zoo.text import END_ID, SPECIAL_TOKENS, START_ID, frame
 
 # The pieces SentencePiece stores for ids 0-3; `tokens` shows them as zoo.text.SPECIAL_TOKENS.
 _SPM_SPECIALS = ("[PAD]", "[UNK]", "[START]", "[END]")
@@ -177,15 +177,7 @@ class SubwordTokenizer(tf.Module):
 
         `max_length` cuts the pieces before the framing, as `zoo.text.Vocabulary.encode` does.
         """
-        ids = self.tokenizer.tokenize(normalize(texts))
-        if max_length is not None:
-            ids = ids[:, :max_length]
-        if add_start_end:
-            n = ids.nrows()
-            start = tf.fill([n, 1], START_ID)
-            end = tf.fill([n, 1], END_ID)
-            ids = tf.concat([start, ids, end], axis=1)
-        return ids
+        return frame(self.tokenizer.tokenize(normalize(texts)), add_start_end, max_length)
 
     def strings(self, ids):
         """int ids (dense or ragged) -> piece strings (`""` for padding, `[START]`...)."""

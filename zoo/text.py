@@ -61,6 +61,18 @@ def python_tokens(texts: list[str], batch_size: int = 4096) -> list[list[str]]:
     return out
 
 
+def frame(ids: tf.RaggedTensor, add_start_end: bool = False, max_length: int | None = None):
+    """Ragged ids `[B, (T)]` cut to `max_length`, then framed by `[START]` ... `[END]`."""
+    if max_length is not None:
+        ids = ids[:, :max_length]
+    if add_start_end:
+        n = ids.nrows()
+        start = tf.fill([n, 1], START_ID)
+        end = tf.fill([n, 1], END_ID)
+        ids = tf.concat([tf.cast(start, ids.dtype), ids, tf.cast(end, ids.dtype)], axis=1)
+    return ids
+
+
 class Vocabulary:
     """A token list with the special tokens first; maps tokens <-> ids in the graph.
 
@@ -137,15 +149,7 @@ class Vocabulary:
 
     def encode(self, texts, add_start_end: bool = False, max_length: int | None = None):
         """`[B]` strings -> `[B, (T)]` ragged int32 ids (optionally framed by START/END)."""
-        ids = self.ids(tokenize(texts))
-        if max_length is not None:
-            ids = ids[:, :max_length]
-        if add_start_end:
-            n = ids.nrows()
-            start = tf.fill([n, 1], START_ID)
-            end = tf.fill([n, 1], END_ID)
-            ids = tf.concat([start, ids, end], axis=1)
-        return ids
+        return frame(self.ids(tokenize(texts)), add_start_end, max_length)
 
     def detokenize(self, ids):
         """int ids `[B, T]` (dense, padded with 0, or ragged) -> `[B]` strings: the tokens with

@@ -200,15 +200,10 @@ def _clean_process(saved_model, calls, work, onednn):
 
 @pytest.fixture(scope="session")
 def nmt_run(tmp_path_factory):
-    from recipes import nmt, training
+    from recipes import nmt
+    from tests.helpers import train_under
 
-    root = tmp_path_factory.mktemp("export-runs")
-    old = training.RUNS_ROOT
-    training.RUNS_ROOT = str(root)
-    try:
-        return nmt.train(nmt.NmtConfig(**TINY_NMT), quiet=True)
-    finally:
-        training.RUNS_ROOT = old
+    return train_under(tmp_path_factory.mktemp("export-runs"), nmt.train, nmt.NmtConfig(**TINY_NMT))
 
 
 @pytest.fixture(scope="session")
@@ -256,16 +251,11 @@ def loaded_saved_model(nmt_export):
 
 @pytest.fixture(scope="session")
 def captioning_run(tmp_path_factory):
-    from recipes import captioning, training
+    from recipes import captioning
+    from tests.helpers import train_under
 
-    root = tmp_path_factory.mktemp("export-caption-runs")
-    old = training.RUNS_ROOT
-    training.RUNS_ROOT = str(root)
-    try:
-        config = captioning.CaptioningConfig(**TINY_CAPTIONING)
-        return captioning.train(config, quiet=True, evaluate_after=False)
-    finally:
-        training.RUNS_ROOT = old
+    return train_under(tmp_path_factory.mktemp("export-caption-runs"), captioning.train,
+                       captioning.CaptioningConfig(**TINY_CAPTIONING), evaluate_after=False)
 
 
 @pytest.fixture(scope="session")
