@@ -187,7 +187,8 @@ def test_dropout_mask_per_sentence_or_per_position(variational):
 
 
 def test_sequence_call_matches_step_by_step_decoding():
-    # The teacher-forced loop and the decoding step are the same computation.
+    # The teacher-forced loop and the decoding step are the same computation, except that the
+    # decoding step never proposes padding (id 0) or [START] (id 2).
     model = _tiny_model("bahdanau")
     rng = np.random.default_rng(1)
     source = rng.integers(4, 30, (3, 6)).astype("int32")
@@ -197,7 +198,10 @@ def test_sequence_call_matches_step_by_step_decoding():
     step_fn, state, constants = model.decoding_inputs(source)
     for t in range(5):
         step_logits, state, step_weights = step_fn(target_in[:, t], state, constants)
-        np.testing.assert_allclose(step_logits, logits[:, t], atol=1e-5)
+        step_logits, expected = np.asarray(step_logits), np.array(logits[:, t])
+        assert (step_logits[:, [text.PAD_ID, text.START_ID]] <= -1e8).all()
+        expected[:, [text.PAD_ID, text.START_ID]] = step_logits[:, [text.PAD_ID, text.START_ID]]
+        np.testing.assert_allclose(step_logits, expected, atol=1e-5)
         np.testing.assert_allclose(step_weights, weights[:, t], atol=1e-6)
     assert np.all(np.asarray(weights)[1, :, 3:] == 0)  # padding gets no attention
 
