@@ -100,7 +100,10 @@ def main(argv=None) -> int:
             extra = {"test_file": args.test} if args.test else {}
             if args.test and args.recipe != "nmt":
                 raise ConfigError(f"--test is for nmt; {args.recipe} evaluates its own test split")
-            recipe.evaluate(args.run or f"runs/{args.recipe}/latest", beam=args.beam, **extra)
+            from recipes import training
+
+            run = args.run or os.path.join(training.RUNS_ROOT, args.recipe, "latest")
+            recipe.evaluate(run, beam=args.beam, **extra)
         elif args.command == "translate":
             from recipes import cli_use
 

@@ -403,3 +403,23 @@ def test_most_frequent_token_rate():
     rows = [[2, 7, 7, 3], [2, 7, 3, 0, 0]]
     assert nmt.most_frequent_token_rate(rows) == pytest.approx(3 / 5)
     assert nmt.most_frequent_token_rate([]) == 0.0
+
+
+@pytest.mark.slow
+def test_evaluate_without_run_reads_the_runs_root_training_uses(subword_run, tmp_path):
+    # `evaluate` with no --run takes ZOO_RUNS/<recipe>/latest, as training writes it.
+    runs = tmp_path / "elsewhere"
+    (runs / "nmt").mkdir(parents=True)
+    (runs / "nmt" / "latest").symlink_to(os.path.abspath(subword_run))
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    hypotheses = os.path.join(subword_run, "hypotheses-test-greedy.txt")
+    if os.path.exists(hypotheses):
+        os.remove(hypotheses)
+    env = {**os.environ, "ZOO_RUNS": str(runs), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "recipes", "evaluate", "nmt", "--beam", "1"],
+        cwd=str(tmp_path), env={**env, "PYTHONPATH": repo}, capture_output=True, text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert os.path.exists(hypotheses)
