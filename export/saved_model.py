@@ -78,6 +78,7 @@ import tensorflow as tf
 
 from zoo import decoding
 from zoo import text as zoo_text
+from zoo.subwords import SubwordTokenizer
 
 # -- versioned layout ------------------------------------------------------------------------
 
@@ -255,7 +256,8 @@ class NmtGraph:
 
     Args:
         model: a built `zoo.models.Seq2Seq`.
-        source_tokens, target_tokens: the run's vocabularies (token lists, specials first).
+        source_vocab, target_vocab: the run's vocabularies (`zoo.text.Vocabulary` or
+            `zoo.subwords.SubwordTokenizer`).
         config: the run's `NmtConfig` (max lengths, beam settings, `replace_unk`).
         replace_unk: overrides the run's setting; `None` follows it as `Translator` does.
     """
@@ -263,14 +265,11 @@ class NmtGraph:
     def __init__(self, model, source_vocab, target_vocab, config, replace_unk=None):
         self.model = model
         self.config = config
-        # SentencePiece subwords (zoo.subwords.SubwordTokenizer) or whole words (token lists).
-        self.subwords = hasattr(target_vocab, "detokenize") and hasattr(target_vocab, "model_proto")
-        if self.subwords:
-            self.source_vocab, self.target_vocab = source_vocab, target_vocab
-            self.source_table = None
-        else:
-            self.source_table = vocabulary_table(list(getattr(source_vocab, "tokens", source_vocab)))
-        self.target_strings = tf.constant(list(getattr(target_vocab, "tokens", target_vocab)))
+        # SentencePiece subwords or whole words (zoo.text.Vocabulary).
+        self.subwords = isinstance(target_vocab, SubwordTokenizer)
+        self.source_vocab, self.target_vocab = source_vocab, target_vocab
+        self.source_table = None if self.subwords else vocabulary_table(source_vocab.tokens)
+        self.target_strings = tf.constant(target_vocab.tokens)
         if replace_unk is None:
             setting = config.replace_unk
             replace_unk = setting == "true" or (setting == "auto" and (config.data != "num2words" or bool(config.train)))

@@ -46,6 +46,7 @@ import tensorflow as tf
 
 from zoo import decoding
 from zoo import text as zoo_text
+from zoo.subwords import SubwordTokenizer
 
 TFLITE_DIR = "tflite"
 
@@ -126,7 +127,7 @@ def write_nmt(translator, exports_root: str, name: str = "nmt", quantize: bool =
         quantized_path = os.path.join(folder, f"{name}.dynamic_range.tflite")
         _write_bytes(quantized_path, convert(archive, quantize=True))
         paths.append(quantized_path)
-    subwords = hasattr(translator.target_vocab, "model_proto")
+    subwords = isinstance(translator.target_vocab, SubwordTokenizer)
     for side, vocab in (("source", translator.source_vocab), ("target", translator.target_vocab)):
         path = os.path.join(folder, f"{name}.{side}_vocab.txt")
         _write_bytes(path, ("\n".join(vocab.tokens) + "\n").encode("utf-8"))

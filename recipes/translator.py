@@ -131,20 +131,18 @@ class Translator:
     def subword(self) -> bool:
         return isinstance(self.target_vocab, SubwordTokenizer)
 
-    def source_tokens(self, texts: list[str]) -> list[list[str]]:
-        """The source tokens the model sees (words, or subword pieces), cut to the maximum."""
+    def source(self, texts: list[str]) -> tuple[list[list[str]], list[np.ndarray]]:
+        """`(tokens, ids)` of each text as the model sees it (words, or subword pieces), cut to
+        `max_source_length`; the text is tokenised once."""
         if not texts:
-            return []
-        if isinstance(self.source_vocab, SubwordTokenizer):
-            ids = self.source_vocab.encode(tf.constant(list(texts)), False, self.config.max_source_length)
-            return [[p.decode("utf-8") for p in row] for row in self.source_vocab.strings(ids).to_list()]
-        return [t[: self.config.max_source_length] for t in text.python_tokens(list(texts))]
-
-    def source_ids(self, texts: list[str]) -> list[np.ndarray]:
-        if not texts:
-            return []
+            return [], []
         ids = self.source_vocab.encode(tf.constant(list(texts)), False, self.config.max_source_length)
-        return [np.asarray(row, np.int32) for row in ids.to_list()]
+        if isinstance(self.source_vocab, SubwordTokenizer):
+            tokens = [[p.decode("utf-8") for p in row]
+                      for row in self.source_vocab.strings(ids).to_list()]
+        else:  # the words themselves: [UNK] replacement copies the source word, not "[UNK]"
+            tokens = [t[: self.config.max_source_length] for t in text.python_tokens(list(texts))]
+        return tokens, [np.asarray(row, np.int32) for row in ids.to_list()]
 
     def translate(self, texts, beam=None, n_best=1, replace_unk=None, batch_size=64,
                   length_penalty=None, coverage_penalty=None, progress=None) -> list[Translation]:
@@ -168,8 +166,7 @@ class Translator:
             replace_unk = setting == "true" or (setting == "auto" and (self.config.data != "num2words" or bool(self.config.train)))
         if self.subword:
             replace_unk = False  # pieces spell out rare words; there is no [UNK] to replace
-        tokens = self.source_tokens(texts)
-        ids = self.source_ids(texts)
+        tokens, ids = self.source(texts)
         order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
         results: list[Translation | None] = [None] * len(texts)
         for start in range(0, len(order), batch_size):
