@@ -45,19 +45,6 @@ def _size(path: str) -> str:
     return f"{total / 1e6:.2f} MB" if total >= 1e5 else f"{total / 1e3:.1f} kB"
 
 
-def _expected(error: Exception) -> bool:
-    """The errors that mean a wrong run or argument, not a bug: shown without a traceback."""
-    import export
-
-    if isinstance(error, export.ExportError):
-        return True
-    from recipes.config import ConfigError
-    from recipes.training import RunError
-    from zoo.errors import DataError
-
-    return isinstance(error, (RunError, ConfigError, DataError))
-
-
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     import export
@@ -69,10 +56,12 @@ def main(argv=None) -> int:
     try:
         paths = export.export(args.recipe, args.run, args.out, tflite=not args.no_tflite,
                               quantize=args.quantize, base_path=args.base_path)
-    except Exception as e:  # noqa: BLE001 - the project's own errors get one line, others raise
-        if not _expected(e):
-            raise
-        print(f"error: {e}", file=sys.stderr)
+    except Exception as e:  # noqa: BLE001 - one line for every failure; ZOO_DEBUG=1 for the rest
+        if os.environ.get("ZOO_DEBUG"):
+            raise  # the full traceback, for a bug report
+        from zoo.errors import describe
+
+        print(f"error: {describe(e)}", file=sys.stderr)
         return 1
     print(f"SavedModel  {paths['saved_model']}  ({_size(paths['saved_model'])})")
     print(f"config      {paths['models_config']}")

@@ -23,6 +23,19 @@ def get_recipe(name: str):
     return importlib.import_module(RECIPES[name])
 
 
+def search_keys(config_cls) -> list[str]:
+    """The hyperparameters the search of the recipe configured by `config_cls` tunes."""
+    import keras_tuner as kt
+
+    for module in RECIPES.values():
+        recipe = importlib.import_module(module)
+        if getattr(recipe, "Config", None) is config_cls and hasattr(recipe, "search_space"):
+            probe = kt.HyperParameters()
+            recipe.search_space(probe, config_cls())
+            return [p.name for p in probe.space]
+    return []
+
+
 def load(path: str):
     """A trained model ready to use, from a run folder or an exported SavedModel folder.
 

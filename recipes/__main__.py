@@ -74,8 +74,7 @@ def main(argv=None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from recipes import get_recipe
     from recipes.config import ConfigError
-    from recipes.training import RunError
-    from zoo.errors import DataError
+    from zoo.errors import describe
 
     if os.environ.get("ZOO_DEBUG"):
         import keras
@@ -112,16 +111,14 @@ def main(argv=None) -> int:
             from recipes import cli_use
 
             return cli_use.caption(args)
-    except (ConfigError, DataError, RunError, ValueError) as e:
-        if os.environ.get("ZOO_DEBUG"):
-            raise  # the full traceback, for a bug report
-        # One line. A ValueError may come from deeper down: say how to see where.
-        hint = "" if isinstance(e, (ConfigError, DataError, RunError)) else " (ZOO_DEBUG=1 shows the traceback)"
-        print(f"error: {e}{hint}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - one line for every failure; ZOO_DEBUG=1 for the rest
+        if os.environ.get("ZOO_DEBUG"):
+            raise  # the full traceback, for a bug report
+        print(f"error: {describe(e)}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -27,7 +27,14 @@ import numpy as np
 import tensorflow as tf
 
 from recipes import training
-from recipes.config import ConfigError, fingerprint, to_dict, write_json
+from recipes.config import (
+    ConfigError,
+    check_ranges,
+    check_run_id,
+    fingerprint,
+    to_dict,
+    write_json,
+)
 from recipes.trials import CachedTrialData
 from zoo import caption_metrics, decoding, plots, text
 from zoo.captioning_model import ImageCaptioner
@@ -130,12 +137,13 @@ class CaptioningConfig:
                 f"backbone={self.backbone!r} is not a known image encoder; choose one of: "
                 f"{', '.join(BACKBONES)}"
             )
-        for key in (
-            "train_size", "validation_size", "test_size", "image_size", "max_caption_length",
-            "feature_dim", "embedding_dim", "units", "batch_size", "epochs", "beam_size",
-        ):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key}={getattr(self, key)}: must be at least 1")
+        check_ranges(self, RANGES)
+        check_run_id(self.run_id)
+        if not self.encoder_filters or min(self.encoder_filters) < 1:
+            raise ConfigError(
+                f"encoder_filters={','.join(map(str, self.encoder_filters))}: give one or more "
+                "positive filter counts, e.g. encoder_filters=16,32,64"
+            )
         if self.backbone == "small_cnn" and self.image_size < 2 ** len(self.encoder_filters):
             raise ConfigError(
                 f"image_size={self.image_size} is too small for {len(self.encoder_filters)} "
@@ -145,10 +153,6 @@ class CaptioningConfig:
             raise ConfigError(f"image_size={self.image_size}: digit scenes need at least 32")
         if self.max_digits not in (1, 2, 3, 4):
             raise ConfigError(f"max_digits={self.max_digits}: must be 1, 2, 3 or 4")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout={self.dropout}: must be in [0, 1)")
-        if self.doubly_stochastic < 0:
-            raise ConfigError(f"doubly_stochastic={self.doubly_stochastic}: must be >= 0 (0: off)")
         if self.attention in ("luong_dot", "luong_scaled_dot") and self.units != self.feature_dim:
             raise ConfigError(
                 f"attention={self.attention} scores h . a_i, so units ({self.units}) must equal "
@@ -190,6 +194,21 @@ class CaptioningConfig:
             return parts[1], parts[2]
         return None
 
+
+# The range of every numeric field: name -> (low, high[, low_open[, high_open]]).
+RANGES = {
+    **{key: (1, None) for key in (
+        "train_size", "validation_size", "test_size", "image_size", "max_caption_length",
+        "max_vocab_size", "min_count", "feature_dim", "embedding_dim", "units", "batch_size",
+        "epochs", "patience", "beam_size",
+    )},
+    "dropout": (0.0, 1.0, False, True),
+    "doubly_stochastic": (0.0, None),  # 0: off
+    "learning_rate": (0.0, 1.0, True),
+    "clipnorm": (0.0, None, True),
+    "seed": (0, None),
+    "length_penalty": (0.0, None),
+}
 
 Config = CaptioningConfig
 

@@ -6,7 +6,9 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import os
+import re
 import typing
 
 
@@ -25,9 +27,10 @@ def _convert(name: str, kind, text: str):
         raise ConfigError(f"{name}={text!r}: expected true or false")
     if kind in (int, float):
         try:
-            return kind(text)
+            value = kind(text)
         except ValueError:
             raise ConfigError(f"{name}={text!r}: expected {kind_name}, e.g. {name}=3") from None
+        return _finite(name, value)
     if kind is str:
         return text
     origin = typing.get_origin(kind)
@@ -51,7 +54,48 @@ def _check_value(name: str, kind, value):
         raise ConfigError(f"{name}={value!r}: expected {kind.__name__}")
     if kind is int and isinstance(value, bool):
         raise ConfigError(f"{name}={value!r}: expected int")
+    if kind is float:
+        return _finite(name, value)
     return value
+
+
+def _finite(name: str, value):
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{name}={value}: expected a finite number")
+    return value
+
+
+def check_range(config, name: str, low=None, high=None, low_open=False, high_open=False) -> None:
+    """A one-line error unless `low <= config.<name> <= high` (`low_open`/`high_open`: strict)."""
+    value = getattr(config, name)
+    below = low is not None and (value <= low if low_open else value < low)
+    above = high is not None and (value >= high if high_open else value > high)
+    if below or above:
+        parts = []
+        if low is not None:
+            parts.append(f"{'above' if low_open else 'at least'} {low}")
+        if high is not None:
+            parts.append(f"{'below' if high_open else 'at most'} {high}")
+        raise ConfigError(f"{name}={value}: must be {' and '.join(parts)}")
+
+
+def check_ranges(config, ranges: dict) -> None:
+    """`check_range` for each `name: (low, high[, low_open[, high_open]])` of `ranges`."""
+    for name, bounds in ranges.items():
+        check_range(config, name, *bounds)
+
+
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def check_run_id(run_id: str) -> None:
+    """A run id is a plain folder name: it never leaves the runs root, and is not `latest`."""
+    if run_id and (not RUN_ID.fullmatch(run_id) or run_id == "latest" or ".." in run_id):
+        raise ConfigError(
+            f"run_id={run_id!r}: a run id is a plain name (letters, digits, '.', '_', '-', at most "
+            "100 characters, not 'latest'); runs go under ZOO_RUNS (default runs/): set ZOO_RUNS "
+            "to write elsewhere"
+        )
 
 
 def field_types(cls) -> dict:
@@ -128,9 +172,14 @@ def load_config_file(path: str) -> dict:
     return {k: v for k, v in values.items() if not k.startswith("//")}  # "//...": comments
 
 
-def from_words(cls, words: list[str]):
+def from_words(cls, words: list[str], hp_keys=None):
     """Builds `cls()` from `key=value` words: `config=FILE` (a JSON config) applies first, then
-    `hp=FILE` (a tuning result), then the other words."""
+    `hp=FILE` (a tuning result), then the other words.
+
+    An hp file may set only `hp_keys` (the recipe's searched hyperparameters): a tuning result
+    can come from another machine's oracle, so it never names run ids, data or paths. `None`:
+    the search space of the recipe whose config `cls` is.
+    """
     overrides = parse_words(words)
     config = cls()
     path = overrides.pop("config", None)
@@ -138,7 +187,19 @@ def from_words(cls, words: list[str]):
         config = apply_overrides(config, load_config_file(path))
     hp = overrides.pop("hp", None)
     if hp:
-        config = apply_overrides(config, load_hp_file(hp))
+        values = load_hp_file(hp)
+        if hp_keys is None:
+            from recipes import search_keys  # recipes imports this module: imported on use
+
+            hp_keys = search_keys(cls)
+        other = sorted(set(values) - set(hp_keys))
+        if other:
+            raise ConfigError(
+                f"hp file {hp} sets {', '.join(other)}, which the search does not tune; an hp "
+                f"file may set only {', '.join(sorted(hp_keys)) or 'searched hyperparameters'} "
+                "(give other keys as key=value words)"
+            )
+        config = apply_overrides(config, values)
     return apply_overrides(config, overrides)
 
 

@@ -23,7 +23,14 @@ import numpy as np
 import tensorflow as tf
 
 from recipes import training
-from recipes.config import ConfigError, fingerprint, to_dict, write_json
+from recipes.config import (
+    ConfigError,
+    check_ranges,
+    check_run_id,
+    fingerprint,
+    to_dict,
+    write_json,
+)
 from zoo import text
 from zoo.data import num2words_corpus, parallel, tsv
 from zoo.errors import DataError
@@ -117,13 +124,10 @@ class NmtConfig:
             )
         if self.replace_unk not in ("auto", "true", "false"):
             raise ConfigError(f"replace_unk={self.replace_unk!r}: expected auto, true or false")
-        for key in ("train_size", "batch_size", "epochs", "units", "embedding_dim", "beam_size"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key}={getattr(self, key)}: must be at least 1")
+        check_ranges(self, RANGES)
+        check_run_id(self.run_id)
         if self.units % 2:
             raise ConfigError(f"units={self.units}: must be even (split over two directions)")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout={self.dropout}: must be in [0, 1)")
         if self.tokenizer not in TOKENIZERS:
             raise ConfigError(f"tokenizer={self.tokenizer!r}: choose one of {', '.join(TOKENIZERS)}")
         if self.subword_model not in SUBWORD_MODELS:
@@ -134,12 +138,6 @@ class NmtConfig:
             raise ConfigError(
                 f"output_bias_init={self.output_bias_init!r}: choose unigram or zeros"
             )
-        if self.vocab_size < 16:
-            raise ConfigError(f"vocab_size={self.vocab_size}: must be at least 16")
-        if self.batch_tokens < 0:
-            raise ConfigError(f"batch_tokens={self.batch_tokens}: must be 0 (off) or positive")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ConfigError(f"label_smoothing={self.label_smoothing}: must be in [0, 1)")
         splits = self.split_files()
         if splits:
             missing = [k for k, v in splits.items() if not v]
@@ -166,6 +164,30 @@ class NmtConfig:
                 f"data={self.data}: no such file; give a source<TAB>target .tsv file, split "
                 "files with train= valid= test=, or data=num2words for the generated corpus"
             )
+        elif self.data != "num2words" and not os.path.isfile(self.data):
+            raise ConfigError(
+                f"data={self.data} is not a regular file (a FIFO, socket or device?); save the "
+                "pairs to a .tsv file and give its path"
+            )
+
+
+# The range of every numeric field: name -> (low, high[, low_open[, high_open]]).
+RANGES = {
+    **{key: (1, None) for key in (
+        "train_size", "validation_size", "test_size", "max_digits", "max_items",
+        "max_source_length", "max_target_length", "max_vocab_size", "min_count", "embedding_dim",
+        "units", "batch_size", "epochs", "patience", "beam_size",
+    )},
+    "vocab_size": (16, None),
+    "batch_tokens": (0, None),  # 0: off
+    "dropout": (0.0, 1.0, False, True),
+    "label_smoothing": (0.0, 1.0, False, True),
+    "learning_rate": (0.0, 1.0, True),
+    "clipnorm": (0.0, None, True),
+    "seed": (0, None),
+    "length_penalty": (0.0, None),
+    "coverage_penalty": (0.0, None),
+}
 
 
 def run_id(config: NmtConfig) -> str:
@@ -443,8 +465,8 @@ STREAM_BUCKETS = (16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 256)
 
 def _worker_shard():
     """(workers, this worker's index) from TF_CONFIG: each worker streams its own shard."""
-    tf_config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
-    cluster, task = tf_config.get("cluster", {}), tf_config.get("task", {})
+    config = training.tf_config()
+    cluster, task = config.get("cluster", {}), config.get("task", {})
     workers = list(cluster.get("chief", [])) + list(cluster.get("worker", []))
     if len(workers) < 2:
         return 1, 0

@@ -18,7 +18,7 @@ import time
 import keras
 import tensorflow as tf
 
-from recipes.config import write_json
+from recipes.config import RUN_ID, ConfigError, check_run_id, write_json
 
 RUNS_ROOT = os.environ.get("ZOO_RUNS", "runs")
 
@@ -28,13 +28,26 @@ class RunError(RuntimeError):
 
 
 def run_dir_for(recipe: str, run_id: str) -> str:
+    """`<runs root>/<recipe>/<run_id>`; the id is a plain name, so the folder stays in the root."""
+    check_run_id(run_id)
     return os.path.join(RUNS_ROOT, recipe, run_id)
 
 
 def point_latest(run_dir: str) -> None:
-    """Atomically points `runs/<recipe>/latest` at `run_dir`."""
+    """Atomically points `runs/<recipe>/latest` at `run_dir`.
+
+    Only a link this project made (a relative link to a sibling folder) is replaced: a file,
+    folder or other link of that name is the user's, and refreshing it is an error.
+    """
     parent = os.path.dirname(os.path.abspath(run_dir))
     link = os.path.join(parent, "latest")
+    if os.path.lexists(link) and not (
+        os.path.islink(link) and RUN_ID.fullmatch(os.readlink(link))
+    ):
+        raise RunError(
+            f"{link} exists and is not the link to the latest run this project keeps; move it "
+            "away (training writes a link named latest there)"
+        )
     tmp = f"{link}.tmp-{os.getpid()}"
     if os.path.lexists(tmp):
         os.remove(tmp)
@@ -54,10 +67,27 @@ def resolve_run(path: str) -> str:
     return real
 
 
+def tf_config() -> dict:
+    """The `TF_CONFIG` environment variable (multi-worker training), checked; `{}` when unset."""
+    text = os.environ.get("TF_CONFIG", "") or "{}"
+    example = ('e.g. {"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+               '"task": {"type": "worker", "index": 0}}')
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"TF_CONFIG is not valid JSON ({e.msg}); {example}") from None
+    workers = value.get("cluster", {}).get("worker", []) if isinstance(value, dict) else None
+    task = value.get("task", {}) if isinstance(value, dict) else None
+    if not isinstance(workers, list) or not isinstance(task, dict) or (
+        workers and not isinstance(task.get("index", 0), int)
+    ):
+        raise ConfigError(f"TF_CONFIG has no list of workers or no task index; {example}")
+    return value
+
+
 def choose_strategy() -> tf.distribute.Strategy:
     """MultiWorkerMirrored from TF_CONFIG, Mirrored on several GPUs, else the default strategy."""
-    tf_config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
-    if len(tf_config.get("cluster", {}).get("worker", [])) > 1:
+    if len(tf_config().get("cluster", {}).get("worker", [])) > 1:
         return tf.distribute.MultiWorkerMirroredStrategy()
     if len(tf.config.list_logical_devices("GPU")) > 1:
         return tf.distribute.MirroredStrategy()

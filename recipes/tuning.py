@@ -215,7 +215,18 @@ def _tuner_role() -> str:
             "distributed tuning needs KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP and "
             "KERASTUNER_ORACLE_PORT on every process (`make tune-chief`, `make tune-worker` set them)"
         )
-    return "chief" if "chief" in os.environ["KERASTUNER_TUNER_ID"] else "worker"
+    role = "chief" if "chief" in os.environ["KERASTUNER_TUNER_ID"] else "worker"
+    address = os.environ["KERASTUNER_ORACLE_IP"].strip("[]")
+    if role == "chief" and address in ("", "0.0.0.0", "::") and not os.environ.get(
+        "ZOO_ORACLE_ALL_INTERFACES"
+    ):
+        raise ConfigError(
+            f"KERASTUNER_ORACLE_IP={address or '(empty)'} would serve the oracle, which has no "
+            "authentication, on every network interface; give the chief's address on a private "
+            "network that the workers reach (e.g. 10.0.0.5), or 127.0.0.1 on one machine "
+            "(set ZOO_ORACLE_ALL_INTERFACES=1 only behind a firewall)"
+        )
+    return role
 
 
 class RecipeTuner(kt.Tuner):

@@ -1,5 +1,38 @@
 """Errors the project raises on bad input: each names the problem and how to fix it."""
 
+from __future__ import annotations
+
+import errno
+
 
 class DataError(ValueError):
     """A data file or data argument is missing, unreadable or malformed."""
+
+
+def describe(error: BaseException) -> str:
+    """One line for a command that failed: what went wrong and what to do.
+
+    The project's own errors (a `ValueError` whose message already names the fix) are shown as
+    they are; errors from the system or from TensorFlow get the fix added here, and a pointer
+    to `ZOO_DEBUG=1`, which shows the full traceback instead.
+    """
+    debug = " (ZOO_DEBUG=1 shows the traceback)"
+    if isinstance(error, OSError):
+        where = f": {error.filename}" if error.filename else ""
+        if error.errno == errno.ENOSPC:
+            return (f"no space left on the device{where}; free some space, or write runs to "
+                    "another disk with ZOO_RUNS=FOLDER (a run resumes from its last finished "
+                    f"epoch){debug}")
+        if isinstance(error, PermissionError) or error.errno == errno.EROFS:
+            return (f"{error.strerror or 'permission denied'}{where}; write somewhere this user "
+                    f"may (runs go under ZOO_RUNS, default runs/; exports under --out){debug}")
+        return f"{error.strerror or error}{where}{debug}"
+    if isinstance(error, MemoryError) or type(error).__name__ == "ResourceExhaustedError":
+        return ("out of memory; lower batch_size (or batch_tokens), max_source_length or the "
+                f"model size{debug}")
+    if type(error).__module__.split(".")[0] in ("recipes", "export", "zoo"):
+        return str(error)
+    if isinstance(error, ValueError):
+        return f"{error}{debug}"
+    message = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {message[0] if message else ''}{debug}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import stat
 
 from zoo.errors import DataError
 
@@ -13,26 +14,32 @@ MAX_LINE_CHARS = 10_000
 
 @dataclasses.dataclass
 class TsvReport:
-    """What the loader kept and what it skipped, by reason (with the first line numbers)."""
+    """What the loader kept and what it skipped: a count per reason and its first line numbers
+    (memory stays flat however many lines a file skips)."""
 
     path: str
     kept: int = 0
-    skipped: dict = dataclasses.field(default_factory=dict)
+    skipped: dict = dataclasses.field(default_factory=dict)  # reason -> count
+    examples: dict = dataclasses.field(default_factory=dict)  # reason -> first line numbers
+
+    EXAMPLES = 3
 
     def skip(self, reason: str, line_number: int) -> None:
-        lines = self.skipped.setdefault(reason, [])
-        lines.append(line_number)
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+        first = self.examples.setdefault(reason, [])
+        if len(first) < self.EXAMPLES:
+            first.append(line_number)
 
     @property
     def skipped_count(self) -> int:
-        return sum(len(v) for v in self.skipped.values())
+        return sum(self.skipped.values())
 
     def summary(self) -> str:
         if not self.skipped:
             return f"{self.path}: {self.kept} pairs"
         parts = [
-            f"{len(v)} {reason} (e.g. line {', '.join(map(str, v[:3]))})"
-            for reason, v in sorted(self.skipped.items())
+            f"{count} {reason} (e.g. line {', '.join(map(str, self.examples[reason]))})"
+            for reason, count in sorted(self.skipped.items())
         ]
         return f"{self.path}: {self.kept} pairs; skipped {self.skipped_count}: {'; '.join(parts)}"
 
@@ -47,6 +54,11 @@ def read_tsv(path: str) -> tuple[list[tuple[str, str]], TsvReport]:
         raise DataError(f"data file {path} does not exist (expected source<TAB>target lines)")
     if os.path.isdir(path):
         raise DataError(f"data={path} is a folder; give the path of a .tsv file")
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise DataError(
+            f"data={path} is not a regular file (a FIFO, socket or device?); save the pairs to "
+            "a .tsv file and give its path"
+        )
     report = TsvReport(path)
     pairs = []
     try:
