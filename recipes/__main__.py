@@ -101,7 +101,7 @@ def main(argv=None) -> int:
                 raise ConfigError(f"--test is for nmt; {args.recipe} evaluates its own test split")
             from recipes import training
 
-            run = args.run or os.path.join(training.RUNS_ROOT, args.recipe, "latest")
+            run = args.run or training.latest_run(args.recipe)
             recipe.evaluate(run, beam=args.beam, **extra)
         elif args.command == "translate":
             from recipes import cli_use

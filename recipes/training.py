@@ -20,11 +20,17 @@ import tensorflow as tf
 
 from recipes.config import RUN_ID, ConfigError, check_run_id, write_json
 
+# The runs root of every command (train, evaluate, translate, export, bench): $ZOO_RUNS or runs/.
 RUNS_ROOT = os.environ.get("ZOO_RUNS", "runs")
 
 
 class RunError(RuntimeError):
     """A run folder is missing, corrupt or does not match the command."""
+
+
+def latest_run(recipe: str) -> str:
+    """`<runs root>/<recipe>/latest`: where every command looks when no run is given."""
+    return os.path.join(RUNS_ROOT, recipe, "latest")
 
 
 def run_dir_for(recipe: str, run_id: str) -> str:

@@ -71,3 +71,25 @@ def test_kill_during_tune_then_resume(tmp_path):
     assert after["0"] == before["0"]  # same hyperparameters, same score, same seconds
     best = json.loads((tune_dir / "best.json").read_text())
     assert best["val_bleu"] == max(t["metrics"]["val_bleu"] for t in after.values())
+
+
+def test_cut_record_of_an_older_hyperband_trial_is_kept_as_failed(fake, single_process, capsys):
+    """Hyperband's brackets name every trial, so a cut record that is not the newest stays, as a
+    FAILED trial without values; the search goes on and ends."""
+    fake.interrupt_at = 4  # trial 3 is running when the search stops
+    with pytest.raises(KeyboardInterrupt):
+        _tiny_tune("epochs=3", tuner="hyperband", max_trials=0)
+    fake.interrupt_at = None
+    (out_dir,) = (single_process / "nmt").glob("tune-hyperband-*")
+    out_dir = str(out_dir)
+    _cut(os.path.join(_search(out_dir), "trial_1", "trial.json"))
+    capsys.readouterr()
+    _tiny_tune("epochs=3", tuner="hyperband", max_trials=0)
+    out = capsys.readouterr().out
+    assert re.search(r"^warning: \S+trial_1/trial.json was cut short .*trial 1's values and "
+                     r"results are lost; it is counted as failed", out, re.M)
+    rows = _rows(out_dir)
+    assert rows["1"]["status"] == "FAILED" and rows["1"]["hyperparameters"] == {}
+    assert all(r["status"] == "COMPLETED" for k, r in rows.items() if k != "1")
+    assert TRIAL_DONE.findall(out)[0] == ("3", "tuner0")  # the interrupted trial runs again
+    json.load(open(os.path.join(_search(out_dir), "trial_1", "trial.json")))  # whole again
