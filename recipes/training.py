@@ -205,6 +205,16 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _chief_by_tf_config() -> bool:
+    """`is_chief` before any strategy exists, from `TF_CONFIG` (no cluster: this process)."""
+    tf_config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+    if len(tf_config.get("cluster", {}).get("worker", [])) <= 1:
+        return True
+    task = tf_config.get("task", {})
+    return task.get("type") == "chief" or (task.get("type") == "worker"
+                                           and int(task.get("index", 0)) == 0)
+
+
 def remove_leftovers(run_dir: str) -> list[str]:
     """Removes what a killed writer left in `run_dir`: temporary files (of processes no longer
     running) and the scratch folders of this machine's killed workers. Returns their names."""
@@ -332,7 +342,9 @@ def load_state(run_dir: str) -> dict | None:
     `train_state.json` unless the checkpoint's own state is further on: then the run was
     killed between committing the checkpoint and writing the rest, which is finished here.
     """
-    removed = remove_leftovers(run_dir)
+    # Only the chief writes in the run folder: another worker (maybe on another machine, where
+    # the chief's process number means nothing) could take the chief's live files for leftovers.
+    removed = remove_leftovers(run_dir) if _chief_by_tf_config() else []
     if removed:
         print(f"removed {len(removed)} temporary file(s) a stopped run left in {run_dir}: "
               f"{', '.join(removed)}")

@@ -129,7 +129,8 @@ def test_a_checkpoint_ahead_of_train_state_is_resumed_from_its_own_state(tmp_pat
     assert training.load_state(run) == committed and "checkpoint" not in capsys.readouterr().out
 
 
-def test_leftovers_of_a_killed_writer_are_removed_on_the_next_start(tmp_path, capsys):
+def test_leftovers_of_a_killed_writer_are_removed_on_the_next_start(tmp_path, capsys,
+                                                                   monkeypatch):
     import socket
     import subprocess
 
@@ -145,6 +146,14 @@ def test_leftovers_of_a_killed_writer_are_removed_on_the_next_start(tmp_path, ca
     (run / f".worker-{host}-{dead}").mkdir()
     (run / f".worker-{host}-{dead}" / "checkpoint.keras").write_bytes(b"x")
     (run / f".worker-elsewhere-{dead}").mkdir()  # another machine's: not ours to judge
+    everything = sorted(p.name for p in run.iterdir())
+    # A worker other than the chief leaves them: only the chief writes in the run folder.
+    workers = ["127.0.0.1:1", "127.0.0.1:2"]
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": workers},
+                                                "task": {"type": "worker", "index": 1}}))
+    assert training.load_state(str(run)) is None
+    assert sorted(p.name for p in run.iterdir()) == everything
+    monkeypatch.delenv("TF_CONFIG")
     assert training.load_state(str(run)) is None
     assert sorted(p.name for p in run.iterdir()) == sorted(kept + [f".worker-elsewhere-{dead}"])
     assert "removed 6 temporary file(s)" in capsys.readouterr().out
