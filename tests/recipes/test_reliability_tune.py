@@ -209,3 +209,26 @@ def test_kill_while_writing_trial_records_then_resume(tmp_path):
     assert all(t["status"] == "COMPLETED" for t in after.values())
     for path in search.rglob("*.json"):
         json.loads(path.read_text())  # every record whole
+
+
+def test_cut_record_of_an_older_hyperband_trial_is_kept_as_failed(fake, single_process, capsys):
+    """Hyperband's brackets name every trial, so a cut record that is not the newest stays, as a
+    FAILED trial without values; the search goes on and ends."""
+    fake.interrupt_at = 4  # trial 3 is running when the search stops
+    with pytest.raises(KeyboardInterrupt):
+        _tiny_tune("epochs=3", tuner="hyperband", max_trials=0)
+    fake.interrupt_at = None
+    (out_dir,) = (single_process / "nmt").glob("tune-hyperband-*")
+    out_dir = str(out_dir)
+    # Without a cap on trials, keras-tuner pads trial numbers to four digits: "0001".
+    _cut(os.path.join(_search(out_dir), "trial_0001", "trial.json"))
+    capsys.readouterr()
+    _tiny_tune("epochs=3", tuner="hyperband", max_trials=0)
+    out = capsys.readouterr().out
+    assert re.search(r"^warning: \S+trial_0001/trial.json was cut short .*trial 0001's values and "
+                     r"results are lost; it is counted as failed", out, re.M)
+    rows = _rows(out_dir)
+    assert rows["0001"]["status"] == "FAILED" and rows["0001"]["hyperparameters"] == {}
+    assert all(r["status"] == "COMPLETED" for k, r in rows.items() if k != "0001")
+    assert TRIAL_DONE.findall(out)[0] == ("0003", "tuner0")  # the interrupted one runs again
+    json.load(open(os.path.join(_search(out_dir), "trial_0001", "trial.json")))  # whole again
