@@ -75,12 +75,21 @@ def test_kill_during_tune_then_resume(tmp_path):
 
 # -- records cut by a kill (what keras-tuner's in-place writes left), with the stand-in runner --
 
-from tests.recipes.test_tuning import (  # noqa: E402
-    _tiny_tune,
-    fake,  # noqa: F401 - a fixture
-    single_process,  # noqa: F401 - a fixture
-)
+from tests.recipes.test_tuning import FakeTrials, _tiny_tune  # noqa: E402
 from tests.recipes.test_tuning import _trials as _summary  # noqa: E402
+
+
+@pytest.fixture
+def fake(monkeypatch, tmp_path):
+    """Searches in this process under `tmp_path`, trials scored by the stand-in runner."""
+    from recipes import training, tuning
+
+    for name in ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(training, "RUNS_ROOT", str(tmp_path))
+    runner = FakeTrials()
+    monkeypatch.setitem(tuning.RUNNERS, "nmt", lambda: runner)
+    return runner
 
 
 def _cut(path):
@@ -149,7 +158,7 @@ def test_cut_oracle_record_is_rebuilt_from_the_trials(fake, capsys):
                                                   before["1"]["hyperparameters"])
 
 
-def test_cut_hyperband_oracle_record_is_rebuilt_and_the_schedule_completes(fake, single_process,
+def test_cut_hyperband_oracle_record_is_rebuilt_and_the_schedule_completes(fake, tmp_path,
                                                                           capsys):
     """Hyperband's brackets are rebuilt from its trials: the search ends with the schedule an
     uninterrupted one runs (three 1-epoch trials, the best continued to 3 epochs, two more)."""
@@ -157,7 +166,7 @@ def test_cut_hyperband_oracle_record_is_rebuilt_and_the_schedule_completes(fake,
     with pytest.raises(KeyboardInterrupt):
         _tiny_tune("epochs=3", tuner="hyperband", max_trials=0)
     fake.interrupt_at = None
-    (out_dir,) = (single_process / "nmt").glob("tune-hyperband-*")
+    (out_dir,) = (tmp_path / "nmt").glob("tune-hyperband-*")
     out_dir = str(out_dir)
     _cut(os.path.join(_search(out_dir), "oracle.json"))
     capsys.readouterr()
@@ -211,14 +220,14 @@ def test_kill_while_writing_trial_records_then_resume(tmp_path):
         json.loads(path.read_text())  # every record whole
 
 
-def test_cut_record_of_an_older_hyperband_trial_is_kept_as_failed(fake, single_process, capsys):
+def test_cut_record_of_an_older_hyperband_trial_is_kept_as_failed(fake, tmp_path, capsys):
     """Hyperband's brackets name every trial, so a cut record that is not the newest stays, as a
     FAILED trial without values; the search goes on and ends."""
     fake.interrupt_at = 4  # trial 3 is running when the search stops
     with pytest.raises(KeyboardInterrupt):
         _tiny_tune("epochs=3", tuner="hyperband", max_trials=0)
     fake.interrupt_at = None
-    (out_dir,) = (single_process / "nmt").glob("tune-hyperband-*")
+    (out_dir,) = (tmp_path / "nmt").glob("tune-hyperband-*")
     out_dir = str(out_dir)
     # Without a cap on trials, keras-tuner pads trial numbers to four digits: "0001".
     _cut(os.path.join(_search(out_dir), "trial_0001", "trial.json"))
