@@ -398,7 +398,7 @@ class DurableOracle:
         try:
             self.set_state(state)
         except KeyError as e:
-            raise RuntimeError(f"{self._get_oracle_fname()} does not match the trials in "
+            raise training.RunError(f"{self._get_oracle_fname()} does not match the trials in "
                                f"{project} ({e}); rerun with fresh=true to start over") from None
         if rebuilt:
             for trial in self.trials.values():

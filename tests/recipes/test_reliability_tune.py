@@ -241,3 +241,16 @@ def test_cut_record_of_an_older_hyperband_trial_is_kept_as_failed(fake, tmp_path
     assert all(r["status"] == "COMPLETED" for k, r in rows.items() if k != "0001")
     assert TRIAL_DONE.findall(out)[0] == ("0003", "tuner0")  # the interrupted one runs again
     json.load(open(os.path.join(_search(out_dir), "trial_0001", "trial.json")))  # whole again
+
+
+def test_oracle_record_naming_a_trial_that_is_not_there_is_one_clear_error(fake):
+    from recipes.training import RunError
+
+    out_dir = _tiny_tune(tuner="random", max_trials=2)
+    path = os.path.join(_search(out_dir), "oracle.json")
+    state = json.load(open(path))
+    state["ongoing_trials"] = {"tuner0": "7"}
+    with open(path, "w") as f:
+        json.dump(state, f)
+    with pytest.raises(RunError, match=r"oracle.json does not match the trials in .*fresh=true"):
+        _tiny_tune(tuner="random", max_trials=2)
