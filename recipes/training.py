@@ -2,23 +2,40 @@
 
 A run folder `runs/<recipe>/<run-id>/` holds `config.json`, `checkpoint.keras` (model and
 optimizer, written at every epoch end), `train_state.json` (epoch, best validation loss, early
-stopping counter, history), `model.keras` (the best weights, written when training ends),
-`metrics.json`, `logs/` (TensorBoard) and plots. Every file is written to a temporary name and
-renamed, so a kill at any moment leaves the previous complete version in place. Re-running the
-same command finds `train_state.json` and continues from the last finished epoch.
+stopping counter, history), `best.weights.h5` (the best epoch's weights so far), `model.keras`
+(the best weights, written when training ends), `metrics.json`, `logs/` (TensorBoard) and plots.
+Every file is written to a temporary name in the same folder, fsynced and renamed (the folder
+fsynced too), so a kill at any moment leaves the previous complete version in place.
+
+An epoch end commits in one rename: `checkpoint.keras` carries its own copy of the training
+state (a `train_state.json` member inside the archive, which Keras ignores when loading), so the
+model, the optimizer and the epoch they belong to can never disagree. `best.weights.h5` and
+`train_state.json` are written after it; `load_state` finds a kill between those writes (the
+checkpoint's state is ahead of `train_state.json`), restores both from the checkpoint and says
+so in one line. It also removes temporary files a kill or a full disk left behind. Re-running
+the same command continues from the last finished epoch.
+
+Test-only: `ZOO_TEST_KILL_AT=POINT[:N]` makes training SIGKILL itself at a named point of an
+epoch end (`KILL_POINTS`; at every epoch, or only at epoch N), so tests can cut a run exactly
+between two writes (tuning has points of its own, see `recipes.tuning`). Nothing else reads it;
+never set it outside tests.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import signal
+import socket
 import time
+import zipfile
 
 import keras
 import tensorflow as tf
 
-from recipes.config import RUN_ID, ConfigError, check_run_id, write_json
+from recipes.config import RUN_ID, ConfigError, check_run_id
 
 # The runs root of every command (train, evaluate, translate, export, bench): $ZOO_RUNS or runs/.
 RUNS_ROOT = os.environ.get("ZOO_RUNS", "runs")
@@ -109,14 +126,150 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     )
 
 
-def save_model_atomic(model: keras.Model, path: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}.keras" if path.endswith(".keras") else f"{path}.tmp"
+# -- writes that survive a kill ---------------------------------------------------------------
+
+# Where an epoch end can be cut, in the order it passes them (see the module docstring).
+KILL_POINTS = ("before_checkpoint", "checkpoint_unrenamed", "after_checkpoint", "after_best",
+               "after_state")
+STATE_MEMBER = "train_state.json"  # the training state's copy inside checkpoint.keras
+# A temporary name: `<name>.tmp-<pid>[...]` (ours and `write_json`'s) or Keras's own temporary
+# weights file (`tmp` + 8 characters, written beside a large model's archive).
+_TEMP_NAME = re.compile(r"\.tmp-(\d+)(\.|$)|^tmp[a-z0-9_]{8}$")
+_WORKER_DIR = re.compile(r"^\.worker-(.+)-(\d+)$")
+
+
+def kill_point(name: str, at: int) -> None:
+    """Test-only: SIGKILL this process at point `name` (of epoch or trial `at`) when
+    `ZOO_TEST_KILL_AT` is `name` or `name:at`."""
+    wanted = os.environ.get("ZOO_TEST_KILL_AT")
+    if not wanted:
+        return
+    point, _, number = wanted.partition(":")
+    if point == name and (not number or int(number) == at):
+        print(f"ZOO_TEST_KILL_AT: killing myself at {name}:{at}", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def fsync_dir(path: str) -> None:
+    """Makes a rename in `path` durable (the folder entry, not only the file's bytes)."""
+    fd = os.open(path or ".", os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def commit_file(tmp: str, path: str) -> None:
+    """fsync `tmp`, rename it over `path`, fsync the folder; `tmp` is removed on any failure."""
+    try:
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    fsync_dir(os.path.dirname(path))
+
+
+def write_text_durable(path: str, text: str, kill_at: tuple[str, int] | None = None) -> None:
+    """`text` written to a temporary name, fsynced, renamed over `path`, its folder fsynced.
+    `kill_at`: the test-only `kill_point` between writing and renaming."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        if kill_at is not None:
+            kill_point(*kill_at)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    commit_file(tmp, path)
+
+
+def write_json_durable(path: str, data) -> None:
+    write_text_durable(path, json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def save_model_atomic(model: keras.Model, path: str, state: dict | None = None,
+                      epoch: int = 0) -> None:
+    """Saves `model` (`.keras`) or its weights (`.weights.h5`) to `path` in one rename.
+
+    `state` (a `.keras` file only) goes into the archive as `train_state.json`, committed by
+    the same rename as the model and its optimizer.
+    """
     if path.endswith(".weights.h5"):
         tmp = f"{path[: -len('.weights.h5')]}.tmp-{os.getpid()}.weights.h5"
-        model.save_weights(tmp)
     else:
-        model.save(tmp)
-    os.replace(tmp, path)
+        tmp = f"{path}.tmp-{os.getpid()}.keras"
+    try:
+        if path.endswith(".weights.h5"):
+            model.save_weights(tmp)
+        else:
+            model.save(tmp)
+        if state is not None:
+            with zipfile.ZipFile(tmp, "a") as archive:
+                archive.writestr(STATE_MEMBER, json.dumps(state, sort_keys=True))
+            kill_point("checkpoint_unrenamed", epoch)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    commit_file(tmp, path)
+
+
+def checkpoint_state(path: str) -> dict | None:
+    """The training state inside a checkpoint archive; None if it has none or is unreadable
+    (loading the checkpoint then names the problem)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            state = json.loads(archive.read(STATE_MEMBER))
+        int(state["epoch"])
+        return state
+    except (OSError, KeyError, ValueError, TypeError, zipfile.BadZipFile):
+        return None
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # our own leftovers: nothing of ours is being written yet
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _chief_by_tf_config() -> bool:
+    """`is_chief` before any strategy exists, from `TF_CONFIG` (no cluster: this process)."""
+    config = tf_config()
+    if len(config.get("cluster", {}).get("worker", [])) <= 1:
+        return True
+    task = config.get("task", {})
+    return task.get("type") == "chief" or (task.get("type") == "worker"
+                                           and int(task.get("index", 0)) == 0)
+
+
+def remove_leftovers(run_dir: str) -> list[str]:
+    """Removes what a killed writer left in `run_dir`: temporary files (of processes no longer
+    running) and the scratch folders of this machine's killed workers. Returns their names."""
+    removed = []
+    host = socket.gethostname()
+    for name in sorted(os.listdir(run_dir)):
+        path = os.path.join(run_dir, name)
+        temp = _TEMP_NAME.search(name)
+        worker = _WORKER_DIR.match(name)
+        if temp and os.path.isfile(path) and not (temp.group(1) and _pid_alive(int(temp.group(1)))):
+            os.remove(path)
+        elif worker and worker.group(1) == host and not _pid_alive(int(worker.group(2))):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            continue
+        removed.append(name)
+    return removed
 
 
 def load_model_checked(path: str, what: str = "model") -> keras.Model:
@@ -169,15 +322,22 @@ class RunCheckpoint(keras.callbacks.Callback):
             state["wait"] = 0
         else:
             state["wait"] += 1
+        if state["wait"] >= self.patience:
+            state["stopped_early"] = True  # saved with the epoch: a resumed run stops too
         if self.write:
+            # The checkpoint (with the state inside) is the commit; the rest follows from it.
+            kill_point("before_checkpoint", epoch + 1)
+            save_model_atomic(self.model, os.path.join(self.run_dir, "checkpoint.keras"),
+                              state=state, epoch=epoch + 1)
+            kill_point("after_checkpoint", epoch + 1)
             if improved:
                 save_model_atomic(self.model, os.path.join(self.run_dir, "best.weights.h5"))
-            save_model_atomic(self.model, os.path.join(self.run_dir, "checkpoint.keras"))
-            write_json(os.path.join(self.run_dir, "train_state.json"), state)
+            kill_point("after_best", epoch + 1)
+            write_json_durable(os.path.join(self.run_dir, "train_state.json"), state)
+            kill_point("after_state", epoch + 1)
         if self.on_epoch is not None:
             self.on_epoch(epoch, logs)
-        if state["wait"] >= self.patience:
-            state["stopped_early"] = True
+        if state.get("stopped_early"):
             self.model.stop_training = True
 
 
@@ -215,18 +375,44 @@ def new_state() -> dict:
 
 
 def load_state(run_dir: str) -> dict | None:
+    """The state to resume `run_dir` from (None: start it), after removing what a kill left.
+
+    `train_state.json` unless the checkpoint's own state is further on: then the run was
+    killed between committing the checkpoint and writing the rest, which is finished here.
+    """
+    # Only the chief writes in the run folder: another worker (maybe on another machine, where
+    # the chief's process number means nothing) could take the chief's live files for leftovers.
+    removed = remove_leftovers(run_dir) if _chief_by_tf_config() else []
+    if removed:
+        print(f"removed {len(removed)} temporary file(s) a stopped run left in {run_dir}: "
+              f"{', '.join(removed)}")
     path = os.path.join(run_dir, "train_state.json")
-    if not os.path.exists(path):
-        return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            state = json.load(f)
-        int(state["epoch"])
+    state = None
+    if os.path.exists(path):
+        try:
+            with open(path, encoding="utf-8") as f:
+                state = json.load(f)
+            int(state["epoch"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise RunError(
+                f"training state {path} is corrupt ({e}); delete {run_dir} to start the run over"
+            ) from None
+    checkpoint = os.path.join(run_dir, "checkpoint.keras")
+    saved = checkpoint_state(checkpoint) if os.path.exists(checkpoint) else None
+    if saved is None or (state is not None and int(saved["epoch"]) <= int(state["epoch"])):
         return state
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise RunError(
-            f"training state {path} is corrupt ({e}); delete {run_dir} to start the run over"
-        ) from None
+    was = "missing" if state is None else f"at epoch {state['epoch']}"
+    print(f"{path} was {was} but {checkpoint} holds epoch {saved['epoch']} (the run stopped "
+          "between the two writes): resuming from the checkpoint's own state")
+    if saved.get("best_epoch") == saved["epoch"]:
+        # The checkpoint is the best epoch; best.weights.h5 may not have been written after it.
+        best = os.path.join(run_dir, "best.weights.h5")
+        tmp = f"{best[: -len('.weights.h5')]}.tmp-{os.getpid()}.weights.h5"
+        with zipfile.ZipFile(checkpoint) as archive, open(tmp, "wb") as out:
+            shutil.copyfileobj(archive.open("model.weights.h5"), out)
+        commit_file(tmp, best)
+    write_json_durable(path, saved)
+    return saved
 
 
 def tensorboard_callback(run_dir: str) -> keras.callbacks.Callback:
@@ -234,8 +420,9 @@ def tensorboard_callback(run_dir: str) -> keras.callbacks.Callback:
 
 
 def scratch_dir(run_dir: str) -> str:
-    """Where a non-chief worker writes (then throws away) its copy of the checkpoints."""
-    path = os.path.join(run_dir, f".worker-{os.getpid()}")
+    """Where a non-chief worker writes (then throws away) its copy of the checkpoints; named
+    after its machine and process, so `remove_leftovers` can tell a killed worker's folder."""
+    path = os.path.join(run_dir, f".worker-{socket.gethostname()}-{os.getpid()}")
     os.makedirs(path, exist_ok=True)
     return path
 

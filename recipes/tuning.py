@@ -25,6 +25,14 @@ the search (completed trials are not re-run; the interrupted one is), and raisin
 extends it. The folder holds keras-tuner's project (`search/`), `trials.md` and `trials.json`
 (every trial's hyperparameters, objective and seconds) and `best.json`.
 
+A kill never leaves a search that cannot resume: keras-tuner's own records (`oracle.json`, each
+`trial_*/trial.json`, `tuner0.json`) are written to a temporary name, fsynced and renamed here
+(keras-tuner writes them in place). A search whose records were cut all the same (written by an
+older version, or a full disk) resumes without the cut trial, with a warning line: see
+`DurableOracle`. Test-only, as in training: `ZOO_TEST_KILL_AT=trial_<status>_unrenamed:N` (e.g.
+`trial_completed_unrenamed:0`) or `oracle_unrenamed:N` kills the process between writing a
+record's temporary file and renaming it.
+
 Across machines, keras-tuner's own mode: the process with `KERASTUNER_TUNER_ID=chief` runs the
 oracle (a gRPC server at `KERASTUNER_ORACLE_IP:KERASTUNER_ORACLE_PORT`) and writes the table and
 `best.json` when the search ends; every other process (`KERASTUNER_TUNER_ID=worker1`, ...) asks
@@ -35,6 +43,7 @@ tune-worker`). Each trial runs on the GPU(s) its process sees: MirroredStrategy 
 from __future__ import annotations
 
 import dataclasses
+import glob
 import hashlib
 import json
 import os
@@ -315,23 +324,227 @@ class RecipeTuner(kt.Tuner):
         if not self._is_worker():
             write_results(self, final=False)
 
+    def save(self):
+        """keras-tuner's save, each record written durably (see `DurableOracle`)."""
+        if not self._is_worker():
+            self.oracle.save()
+        training.write_text_durable(self._get_tuner_fname(), json.dumps(self.get_state()))
+
+    def reload(self):
+        if not self._is_worker():
+            self.oracle.reload()
+        # The tuner's own record holds nothing to resume (keras-tuner's is `{}`): a cut one
+        # is rewritten at the next save.
+        state = _read_json(self._get_tuner_fname())
+        self.set_state(state if isinstance(state, dict) else {})
+
     def _weights_path(self, trial_id):
         return os.path.join(self.get_trial_dir(trial_id), "weights.weights.h5")
+
+
+# -- records that survive a kill ---------------------------------------------------------------
+
+
+def _read_json(path):
+    """A JSON file's content; None if it is missing or not whole JSON (cut by a kill)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+class DurableOracle:
+    """Put first among a keras-tuner oracle's bases: its records survive a kill.
+
+    Each save writes `oracle.json` or a `trial_*/trial.json` to a temporary name, fsyncs it and
+    renames it over the record (`remove_search_leftovers` clears the temporary files a kill
+    leaves). `reload` (resuming) copes with records cut before this was so (by an older version, or a full disk), with a
+    warning line each:
+
+    - a cut `trial.json` of a trial the search had not recorded yet: the search creates it again;
+    - a cut `trial.json` of a recorded trial: its values and results are lost. The newest one
+      (the trial running when the kill came) is dropped and a new trial takes its number; an
+      older one (several running at once across machines), or any under Hyperband, whose
+      brackets name it, is kept as a FAILED trial;
+    - a cut `oracle.json`: rebuilt from the trials (their order, statuses, values, and for
+      Hyperband the brackets their values name); unfinished trials run again.
+    """
+
+    def save(self):
+        training.write_text_durable(self._get_oracle_fname(), json.dumps(self.get_state()),
+                                    kill_at=("oracle_unrenamed", len(self.trials)))
+
+    def _save_trial(self, trial):
+        path = os.path.join(self._get_trial_dir(trial.trial_id), "trial.json")
+        # Test-only kill points (training's ZOO_TEST_KILL_AT): `trial_running_unrenamed:1`
+        # cuts trial 1's first record, `trial_completed_unrenamed:0` trial 0's last.
+        training.write_text_durable(path, json.dumps(trial.get_state()), kill_at=(
+            f"trial_{str(trial.status).lower()}_unrenamed", int(trial.trial_id)))
+
+    def reload(self):
+        project = self._project_dir
+        cut = []
+        for path in sorted(glob.glob(os.path.join(project, "trial_*", "trial.json"))):
+            record = _read_json(path)
+            try:
+                trial = kt.engine.trial.Trial.from_state(record)
+            except (KeyError, TypeError, ValueError):
+                cut.append((os.path.basename(os.path.dirname(path))[len("trial_"):], path))
+                continue
+            self.trials[trial.trial_id] = trial
+        state = _read_json(self._get_oracle_fname())
+        rebuilt = state is None or "start_order" not in state
+        if rebuilt:
+            state = self._rebuilt_state()
+            unfinished = len(state["retry_queue"])
+            print(f"warning: {self._get_oracle_fname()} was cut short (a kill while writing it): "
+                  f"rebuilt the search's record from its {len(self.trials)} trial(s); "
+                  f"{unfinished} unfinished trial(s) run again", flush=True)
+        known = set(state["start_order"])
+        for trial_id in [t for t in self.trials if t not in known]:
+            del self.trials[trial_id]  # written just before oracle.json: created again
+        for trial_id, path in cut:
+            self._drop_cut_trial(trial_id, path, state, known)
+        try:
+            self.set_state(state)
+        except KeyError as e:
+            raise training.RunError(f"{self._get_oracle_fname()} does not match the trials in "
+                               f"{project} ({e}); rerun with fresh=true to start over") from None
+        if rebuilt:
+            for trial in self.trials.values():
+                if trial.hyperparameters.values:
+                    self._record_values(trial)
+            self.save()
+        # As keras-tuner's own reload: trials that were running are run again.
+        for trial in self.ongoing_trials.values():
+            self._retry_queue.append(trial.trial_id)
+        self.ongoing_trials = {}
+
+    def _drop_cut_trial(self, trial_id, path, state, known):
+        if trial_id not in known:
+            os.remove(path)
+            print(f"warning: {path} was cut short before the search recorded trial {trial_id} "
+                  "(a kill while writing it): the trial is created again", flush=True)
+            return
+        newest = max(known | set(self.trials), key=int) == trial_id
+        state["ongoing_trials"] = {k: v for k, v in state["ongoing_trials"].items()
+                                   if v != trial_id}
+        state["retry_queue"] = [t for t in state["retry_queue"] if t != trial_id]
+        if newest and not isinstance(self, kt.oracles.HyperbandOracle):
+            state["start_order"] = [t for t in state["start_order"] if t != trial_id]
+            state["end_order"] = [t for t in state["end_order"] if t != trial_id]
+            state["run_times"].pop(trial_id, None)
+            value_hash = state["id_to_hash"].pop(trial_id, None)
+            state["tried_so_far"] = [h for h in state["tried_so_far"] if h != value_hash]
+            known.discard(trial_id)
+            os.remove(path)
+            print(f"warning: {path} was cut short (a kill while writing it): trial {trial_id}'s "
+                  f"values and results are lost; a new trial {trial_id} runs in its place and "
+                  "the search goes on with the others", flush=True)
+            return
+        hyperparameters = self.hyperparameters.copy()
+        hyperparameters.values = {}
+        trial = kt.engine.trial.Trial(hyperparameters, trial_id=trial_id, status="FAILED",
+                                      message="its record was cut short by a kill")
+        self.trials[trial_id] = trial
+        if trial_id not in state["end_order"]:
+            state["end_order"].append(trial_id)
+        self._save_trial(trial)
+        print(f"warning: {path} was cut short (a kill while writing it): trial {trial_id}'s "
+              "values and results are lost; it is counted as failed and the search goes on "
+              "with the others", flush=True)
+
+    def _rebuilt_state(self):
+        """The oracle's state as its trials tell it (`oracle.json` was cut)."""
+        trials = sorted(self.trials.values(), key=lambda t: int(t.trial_id))
+        for trial in trials:
+            self.update_space(trial.hyperparameters)
+        state = self.get_state()
+        ids = [t.trial_id for t in trials]
+        ended = [t.trial_id for t in trials if t.status in ("COMPLETED", "FAILED")]
+        state.update(
+            ongoing_trials={}, start_order=ids, end_order=ended,
+            run_times={t: 1 for t in ended},
+            retry_queue=[t for t in reversed(ids) if t not in ended],  # popped from the end
+            # Past the draws the trials took (a repeated draw is skipped anyway).
+            seed_state=state["seed_state"] + sum(len(t.hyperparameters.values) for t in trials),
+            tried_so_far=[], id_to_hash={},
+        )
+        if isinstance(self, kt.oracles.HyperbandOracle) and trials:
+            state.update(self._rebuilt_brackets(trials))
+        return state
+
+    def _rebuilt_brackets(self, trials):
+        """Hyperband's brackets from the `tuner/bracket`, `tuner/round` and `tuner/trial_id`
+        values its trials carry, in the order they were created."""
+        brackets, iteration, current = [], 0, None
+        for trial in trials:
+            values = trial.hyperparameters.values
+            number, round_num = values.get("tuner/bracket"), values.get("tuner/round")
+            if number is None or round_num is None:
+                continue
+            if round_num == 0:
+                bracket = next((b for b in reversed(brackets) if b["bracket_num"] == number
+                                and len(b["rounds"][0]) < self._get_size(number, 0)), None)
+                if bracket is None:
+                    if current is not None and number >= current:
+                        iteration += 1  # the bracket numbers wrapped round: a new sweep
+                    current = number
+                    bracket = {"bracket_num": number,
+                               "rounds": [[] for _ in range(self._get_num_rounds(number))]}
+                    brackets.append(bracket)
+                bracket["rounds"][0].append({"past_id": None, "id": trial.trial_id})
+                continue
+            past = values.get("tuner/trial_id")
+            for bracket in reversed(brackets):
+                if (bracket["bracket_num"] == number
+                        and any(i["id"] == past for i in bracket["rounds"][round_num - 1])):
+                    bracket["rounds"][round_num].append({"past_id": past, "id": trial.trial_id})
+                    break
+        if current is None:
+            return {}
+        return {"brackets": brackets, "current_bracket": current,
+                "current_iteration": iteration}
+
+
+def remove_search_leftovers(project: str) -> None:
+    """Removes the temporary files killed writes left in a search's folders."""
+    removed = []
+    for folder in [project, *sorted(glob.glob(os.path.join(project, "trial_*")))]:
+        if os.path.isdir(folder):
+            removed += [os.path.join(os.path.basename(folder), name)
+                        for name in training.remove_leftovers(folder)]
+    if removed:
+        print(f"removed {len(removed)} temporary file(s) a stopped search left in {project}: "
+              f"{', '.join(removed)}")
+
+
+class RandomOracle(DurableOracle, kt.oracles.RandomSearchOracle):
+    pass
+
+
+class BayesianOracle(DurableOracle, kt.oracles.BayesianOptimizationOracle):
+    pass
+
+
+class HyperbandOracle(DurableOracle, kt.oracles.HyperbandOracle):
+    pass
 
 
 def _oracle(settings, objective, config, searched: int):
     # keras-tuner treats seed 0 as "random": offset it so the search is reproducible.
     seed = 1000 + config.seed
     if settings.tuner == "random":
-        return kt.oracles.RandomSearchOracle(objective, max_trials=settings.max_trials, seed=seed)
+        return RandomOracle(objective, max_trials=settings.max_trials, seed=seed)
     if settings.tuner == "bayesian":
         # keras-tuner samples 3 random points per dimension before its Gaussian process takes
         # over: on a small budget that is all of it, so use at most half the budget.
         initial = min(3 * max(1, searched), max(3, settings.max_trials // 2))
-        return kt.oracles.BayesianOptimizationOracle(
+        return BayesianOracle(
             objective, max_trials=settings.max_trials, num_initial_points=initial, seed=seed
         )
-    oracle = kt.oracles.HyperbandOracle(
+    oracle = HyperbandOracle(
         objective, max_epochs=config.epochs, factor=settings.factor, seed=seed
     )
     oracle.max_trials = settings.max_trials or None  # a cap on top of the schedule
@@ -387,6 +600,8 @@ def tune(recipe_name: str, config, **settings) -> str:
         print(f"fresh=true: deleting {out_dir}")
         shutil.rmtree(out_dir)
     os.makedirs(out_dir, exist_ok=True)
+    if role != "worker":
+        remove_search_leftovers(os.path.join(out_dir, "search"))
 
     fixed = kt.HyperParameters()
     for name in settings.fixed:

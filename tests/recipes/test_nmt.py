@@ -326,31 +326,77 @@ def _env(root, **extra):
     return {**os.environ, "ZOO_RUNS": str(root), "TF_CPP_MIN_LOG_LEVEL": "3", **extra}
 
 
+# Where each kill of the chain below cuts an epoch end (training's test-only hook
+# ZOO_TEST_KILL_AT=POINT:EPOCH), and what the run folder holds afterwards.
+KILLS = (
+    # The checkpoint archive is written but not yet renamed: only its temporary file exists.
+    ("checkpoint_unrenamed", 1),
+    # The checkpoint (epoch 2, its state inside) is committed; train_state.json still says 1.
+    ("after_checkpoint", 2),
+    # best.weights.h5 is written too; train_state.json still says 2.
+    ("after_best", 3),
+    # Everything of the last epoch is written; model.keras and `finished` are not.
+    ("after_state", 4),
+)
+# Our temporary names (`<name>.tmp-<pid>...`) and Keras's own temporary weights file.
+TEMP_NAME = re.compile(r"\.tmp-\d+(\.|$)|^tmp[a-z0-9_]{8}$")
+
+
+def _temporary_files(run_dir):
+    return sorted(p.name for p in run_dir.iterdir() if TEMP_NAME.search(p.name))
+
+
+def _checkpoint_iterations(path):
+    import keras
+
+    return int(keras.models.load_model(str(path), safe_mode=True).optimizer.iterations)
+
+
 @pytest.mark.slow
-def test_kill_during_training_then_resume(tmp_path):
-    """kill -9 after the first checkpoint; the same command resumes and finishes."""
+def test_kill_at_each_write_of_an_epoch_end_then_resume(tmp_path):
+    """SIGKILL at four points of epoch ends, one kill per run, each run the same command: every
+    resume starts after the last committed checkpoint, so no epoch is trained twice (the
+    optimizer's step count is exactly epochs x batches), the history and best epoch are right
+    and no temporary file is left."""
+    import signal
+
     run_dir = tmp_path / "nmt" / "killed"
-    proc = subprocess.Popen(_train_cmd("killed"), cwd=REPO, env=_env(tmp_path),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state_path = run_dir / "train_state.json"
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if state_path.exists() and json.loads(state_path.read_text())["epoch"] >= 1:
-            break
-        time.sleep(0.2)
-    proc.kill()
-    proc.wait()
-    state = json.loads(state_path.read_text())
-    assert 1 <= state["epoch"] < 4 and not state.get("finished")
-    assert not any(p.name.startswith("checkpoint.tmp") and p.suffix == ".keras"
-                   for p in run_dir.iterdir() if p.stat().st_size == 0)
+    previous_epoch = 0
+    for point, epoch in KILLS:
+        run = subprocess.run(_train_cmd("killed"), cwd=REPO,
+                             env=_env(tmp_path, ZOO_TEST_KILL_AT=f"{point}:{epoch}"),
+                             capture_output=True, text=True, timeout=300)
+        assert run.returncode == -signal.SIGKILL, (point, run.stdout[-2000:], run.stderr[-2000:])
+        assert f"killing myself at {point}:{epoch}" in run.stdout
+        if previous_epoch:
+            assert f"resuming {run_dir} after epoch {previous_epoch}" in run.stdout
+        state = json.loads(state_path.read_text()) if state_path.exists() else None
+        if point == "checkpoint_unrenamed":
+            assert state is None and not (run_dir / "checkpoint.keras").exists()
+            assert [n.split(".tmp-")[0] for n in _temporary_files(run_dir)] == ["checkpoint.keras"]
+            previous_epoch = 0
+        elif point in ("after_checkpoint", "after_best"):
+            assert state["epoch"] == epoch - 1  # the state file lags the checkpoint by one
+            previous_epoch = epoch
+        else:
+            assert state["epoch"] == epoch and not state.get("finished")
+            previous_epoch = epoch
+        if point != "checkpoint_unrenamed":
+            assert _temporary_files(run_dir) == []
     done = subprocess.run(_train_cmd("killed"), cwd=REPO, env=_env(tmp_path),
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert f"after epoch {state['epoch']}" in done.stdout
+    assert f"resuming {run_dir} after epoch 4" in done.stdout
     final = json.loads(state_path.read_text())
-    assert final["finished"] and final["epoch"] == 4 and len(final["history"]) == 4
+    assert final["finished"] and final["epoch"] == 4
     assert [h["epoch"] for h in final["history"]] == [1, 2, 3, 4]
+    losses = [h["val_loss"] for h in final["history"]]
+    assert final["best_epoch"] == 1 + losses.index(min(losses))
+    assert final["best_val_loss"] == min(losses)
+    steps = json.loads((run_dir / "data.json").read_text())["batches_per_epoch"]
+    assert _checkpoint_iterations(run_dir / "checkpoint.keras") == 4 * steps
+    assert _temporary_files(run_dir) == [] and (run_dir / "model.keras").exists()
 
     # Same seed, uninterrupted: the validation loss ends up close (dropout draws differ).
     clean = subprocess.run(_train_cmd("clean"), cwd=REPO, env=_env(tmp_path),

@@ -79,3 +79,81 @@ def test_same_run_id_with_another_config_is_refused(runs_root, tiny_nmt_run):
     config = apply_overrides(nmt.NmtConfig(), {**TINY_NMT, "run_id": "tiny", "units": 64})
     with pytest.raises(training.RunError, match="different config .*units"):
         nmt.train(config, quiet=True)
+
+
+# -- kills between the writes of an epoch end (in process: the files a kill leaves) ----------
+
+
+def _small_model():
+    import keras
+    import numpy as np
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile("adam", "mse")
+    model.fit(np.ones((4, 3)), np.zeros((4, 2)), epochs=1, verbose=0)
+    return model
+
+
+def _state(epoch, losses):
+    return {"epoch": epoch, "best_val_loss": min(losses), "best_epoch": 1 + losses.index(min(losses)),
+            "wait": 0, "history": [{"epoch": i + 1, "val_loss": v} for i, v in enumerate(losses)]}
+
+
+@pytest.mark.parametrize("state_file_epoch", [None, 1])
+def test_a_checkpoint_ahead_of_train_state_is_resumed_from_its_own_state(tmp_path, capsys,
+                                                                          state_file_epoch):
+    """What a kill between committing checkpoint.keras (epoch 2) and writing best.weights.h5
+    and train_state.json leaves: train_state.json at epoch 1 (or none, in the first epoch)."""
+    import numpy as np
+
+    from recipes.config import write_json
+
+    run = str(tmp_path)
+    model = _small_model()
+    if state_file_epoch:
+        write_json(os.path.join(run, "train_state.json"), _state(1, [2.0]))
+    committed = _state(2, [2.0, 1.0])
+    training.save_model_atomic(model, os.path.join(run, "checkpoint.keras"), state=committed)
+    assert training.load_state(run) == committed
+    assert "resuming from the checkpoint's own state" in capsys.readouterr().out
+    with open(os.path.join(run, "train_state.json"), encoding="utf-8") as f:
+        assert json.load(f) == committed  # the lagging file is brought up to date
+    # Epoch 2 is the best one: best.weights.h5 holds its weights (restored from the checkpoint).
+    other = _small_model()
+    other.load_weights(os.path.join(run, "best.weights.h5"))
+    for a, b in zip(other.get_weights(), model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # The checkpoint still loads as a model, optimizer included.
+    loaded = training.load_model_checked(os.path.join(run, "checkpoint.keras"))
+    assert int(loaded.optimizer.iterations) == int(model.optimizer.iterations)
+    assert training.load_state(run) == committed and "checkpoint" not in capsys.readouterr().out
+
+
+def test_leftovers_of_a_killed_writer_are_removed_on_the_next_start(tmp_path, capsys,
+                                                                   monkeypatch):
+    import socket
+    import subprocess
+
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    dead, alive, host = finished.pid, os.getppid(), socket.gethostname()
+    run = tmp_path
+    left = [f"checkpoint.keras.tmp-{dead}.keras", f"train_state.json.tmp-{dead}",
+            f"best.tmp-{dead}.weights.h5", f"model.keras.tmp-{dead}.keras", "tmpk3x_9q2a"]
+    kept = [f"metrics.json.tmp-{alive}", "config.json", "tmp-notes.txt"]
+    for name in left + kept:
+        (run / name).write_bytes(b"partial")
+    (run / f".worker-{host}-{dead}").mkdir()
+    (run / f".worker-{host}-{dead}" / "checkpoint.keras").write_bytes(b"x")
+    (run / f".worker-elsewhere-{dead}").mkdir()  # another machine's: not ours to judge
+    everything = sorted(p.name for p in run.iterdir())
+    # A worker other than the chief leaves them: only the chief writes in the run folder.
+    workers = ["127.0.0.1:1", "127.0.0.1:2"]
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": workers},
+                                                "task": {"type": "worker", "index": 1}}))
+    assert training.load_state(str(run)) is None
+    assert sorted(p.name for p in run.iterdir()) == everything
+    monkeypatch.delenv("TF_CONFIG")
+    assert training.load_state(str(run)) is None
+    assert sorted(p.name for p in run.iterdir()) == sorted(kept + [f".worker-elsewhere-{dead}"])
+    assert "removed 6 temporary file(s)" in capsys.readouterr().out
