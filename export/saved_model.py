@@ -531,12 +531,13 @@ def save_nmt(translator, folder: str, model_name: str = "nmt", replace_unk=None,
     with open(os.path.join(extra, METADATA_FILE), "w", encoding="utf-8") as f:
         f.write(json.dumps(meta, indent=2) + "\n")
     texts = warmup_texts(translator.source_vocab.tokens)
+    # Each request within the cap: a warmup request the model refuses stops TF Serving loading it.
+    size = max_request_sentences
     warmup.write_requests(
         folder,
-        [
-            warmup.predict_request(model_name, "serving_default", {"text": texts}),
-            warmup.predict_request(model_name, "greedy", {"text": texts[:2]}),
-        ],
+        [warmup.predict_request(model_name, "serving_default", {"text": texts[i : i + size]})
+         for i in range(0, len(texts), size)]
+        + [warmup.predict_request(model_name, "greedy", {"text": texts[:min(2, size)]})],
     )
 
 

@@ -14,7 +14,7 @@ from tests.export.conftest import LONG_TEXT, TINY_NMT, run_clean_process, string
 
 # The caps of a second export of the session's tiny run, small enough to test cheaply.
 SMALL_BYTES = 64
-SMALL_SENTENCES = 4
+SMALL_SENTENCES = 3
 HUGE = "seven " * 2_000_000  # 12 MB in one sentence
 
 
@@ -26,7 +26,7 @@ def _tflite(root, name="nmt.tflite"):
 
 @pytest.fixture(scope="module")
 def capped_export(nmt_run, tmp_path_factory):
-    """The tiny run exported with `--max-sentence-bytes 64 --max-request-sentences 4`, through
+    """The tiny run exported with `--max-sentence-bytes 64 --max-request-sentences 3`, through
     the command line."""
     from export.__main__ import main
 
@@ -57,6 +57,11 @@ def _call(model, signature, texts):
 
 @pytest.mark.slow
 def test_caps_are_recorded_in_the_metadata(capped_export, nmt_export):
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401
+
+    from export.warmup import read_requests
+
     for root, size, count in ((capped_export["root"], SMALL_BYTES, SMALL_SENTENCES),
                               (nmt_export["root"], 8192, 256)):
         version = os.path.join(root, "nmt", "1")
@@ -64,6 +69,12 @@ def test_caps_are_recorded_in_the_metadata(capped_export, nmt_export):
         assert (meta["max_sentence_bytes"], meta["max_request_sentences"]) == (size, count)
         assert meta["outputs"]["truncated"] == ["bool", [-1]]
         assert meta["max_source_length"] == TINY_NMT["max_source_length"]
+        # Every warmup request is one the model takes (TF Serving stops on one it refuses).
+        model = tf.saved_model.load(version)
+        for request in read_requests(version):
+            assert len(request.inputs["text"].string_val) <= count
+            signature = model.signatures[request.model_spec.signature_name]
+            signature(text=tf.constant(tf.make_ndarray(request.inputs["text"])))
         tflite_meta = json.load(open(os.path.join(root, "tflite", "nmt.json"), encoding="utf-8"))
         assert tflite_meta["max_sentence_bytes"] == size
 
@@ -74,7 +85,7 @@ def test_a_request_over_the_sentence_cap_is_refused_with_the_limit_and_the_flag(
         capped_model, signature):
     import tensorflow as tf
 
-    assert len(_call(capped_model, signature, ["seven"] * SMALL_SENTENCES)["translation"]) == 4
+    assert len(_call(capped_model, signature, ["seven"] * SMALL_SENTENCES)["translation"]) == 3
     with pytest.raises(tf.errors.InvalidArgumentError) as error:
         _call(capped_model, signature, ["seven"] * (SMALL_SENTENCES + 1))
     message = error.value.message
@@ -95,14 +106,13 @@ def test_long_sentences_are_cut_to_the_byte_cap_before_tokenising(capped_export,
         "seven",
         HUGE,             # cut by bytes only (10 tokens fit in 64 bytes)
         "a" + "é" * 100,  # byte 64 continues a 2-byte character: the cut goes before it
-        LONG_TEXT,        # cut by max_source_length (12) only
     ]
     raw = [t.encode("utf-8") for t in texts]
     out = run_clean_process(capped_export["saved_model"],
                             [{"key": "greedy", "signature": "greedy",
                               "inputs": {"text": strings_input(texts)}}], tmp_path)
     out = out["outputs"]["greedy"]
-    assert out["truncated"].tolist() == [False, True, True, True]
+    assert out["truncated"].tolist() == [False, True, True]
     limit = TINY_NMT["max_source_length"]
     expected = [t[:limit] for t in python_tokens([cut_utf8(r, SMALL_BYTES) for r in raw])]
     tokens = [[t for t in row if t] for row in out["source_tokens"]]
@@ -117,7 +127,7 @@ def test_long_sentences_are_cut_to_the_byte_cap_before_tokenising(capped_export,
     assert [r.truncated for r in results] == out["truncated"].tolist()
     assert [r.text for r in results] == out["translation"].tolist()
     # The SavedModel behind the same API reports it too, and splits a long list of sentences
-    # into requests the SavedModel takes (4 a request here, whatever batch_size says).
+    # into requests the SavedModel takes (3 a request here, whatever batch_size says).
     saved = SavedModelTranslator(capped_export["saved_model"])
     assert saved.max_request_sentences == SMALL_SENTENCES
     many = saved.translate(texts * 3, beam=1, batch_size=64)
@@ -129,11 +139,13 @@ def test_long_sentences_are_cut_to_the_byte_cap_before_tokenising(capped_export,
 def test_the_default_cap_bounds_a_huge_sentence(loaded_saved_model, translator):
     from recipes.translator import MAX_SENTENCE_BYTES
 
-    out = _call(loaded_saved_model, "greedy", [HUGE, "seven"])
-    assert out["truncated"].tolist() == [True, False]
+    texts = [HUGE, "seven", LONG_TEXT, "seven " * TINY_NMT["max_source_length"]]
+    out = _call(loaded_saved_model, "greedy", texts)
+    assert out["truncated"].tolist() == [True, False, True, False]
     assert [t for t in out["source_tokens"][0] if t] == [b"seven"] * TINY_NMT["max_source_length"]
-    tokens, _, truncated = translator.source([HUGE, "seven"])
-    assert truncated == [True, False] and translator.max_sentence_bytes == MAX_SENTENCE_BYTES
+    tokens, _, truncated = translator.source(texts)
+    assert truncated == [True, False, True, False]
+    assert translator.max_sentence_bytes == MAX_SENTENCE_BYTES
     assert tokens[0] == ["seven"] * TINY_NMT["max_source_length"]
 
 
@@ -158,6 +170,16 @@ def test_bad_caps_are_one_line_errors(argv, message, capsys, tmp_path):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and message in err
     assert not os.path.exists(tmp_path / "ex")
+
+
+def test_client_splits_texts_into_requests_within_the_cap():
+    from export import client
+
+    bodies = client.nmt_requests(["a", "b", "c", "d", "e"], 2, "greedy")
+    assert [[i["text"] for i in b["instances"]] for b in bodies] == [["a", "b"], ["c", "d"], ["e"]]
+    assert {b["signature_name"] for b in bodies} == {"greedy"} and client.nmt_requests([], 2) == []
+    with pytest.raises(ValueError, match="max_sentences=0: must be at least 1"):
+        client.nmt_requests(["a"], 0)
 
 
 def test_cut_utf8_never_splits_a_character_and_matches_the_graph():
