@@ -60,7 +60,8 @@ def check_run(recipe: str, run_dir: str) -> None:
 
 
 def export(recipe: str, run_dir: str | None = None, exports_root: str = DEFAULT_EXPORTS,
-           tflite: bool = True, quantize: bool = False, base_path: str = "/models") -> dict:
+           tflite: bool = True, quantize: bool = False, base_path: str = "/models",
+           max_sentence_bytes: int | None = None, max_request_sentences: int | None = None) -> dict:
     """Exports a finished run of `recipe`; returns the paths written.
 
     Args:
@@ -71,32 +72,55 @@ def export(recipe: str, run_dir: str | None = None, exports_root: str = DEFAULT_
         quantize: also write a dynamic-range quantised TFLite model. Defaults to `False`.
         base_path: where `exports_root` is mounted in the TF Serving container, for
             `models.config`. Defaults to `"/models"`.
+        max_sentence_bytes: nmt only: each sentence is cut to this many bytes before it is
+            tokenised (SavedModel and TFLite host). Defaults to
+            `recipes.translator.MAX_SENTENCE_BYTES` (8,192).
+        max_request_sentences: nmt only: the SavedModel refuses a request of more sentences
+            (INVALID_ARGUMENT). Defaults to `recipes.translator.MAX_REQUEST_SENTENCES` (256).
 
     Returns:
         dict with `"saved_model"` (the new version's folder), `"models_config"` and `"tflite"`
         (a list of files).
 
     Raises:
-        ExportError: unknown recipe, or a run folder of another recipe.
+        ExportError: unknown recipe, a run folder of another recipe, or a cap that is not
+            a whole number in range (or given for a recipe without text input).
         recipes.training.RunError: no run there, or its training has not finished.
     """
     if recipe not in EXPORTERS:
         raise ExportError(
             f"no exporter for recipe {recipe!r}; known: {', '.join(sorted(EXPORTERS))}"
         )
+    caps = {k: v for k, v in (("max_sentence_bytes", max_sentence_bytes),
+                              ("max_request_sentences", max_request_sentences)) if v is not None}
+    if caps and recipe != "nmt":
+        flags = ", ".join("--" + k.replace("_", "-") for k in caps)
+        raise ExportError(f"{flags}: only the nmt export takes text; drop it for {recipe}")
+    for name, value in caps.items():
+        smallest = 16 if name == "max_sentence_bytes" else 1
+        if isinstance(value, bool) or not isinstance(value, int) or value < smallest:
+            raise ExportError(f"--{name.replace('_', '-')} {value}: must be a whole number of at "
+                              f"least {smallest}")
     run_dir = run_dir or default_run(recipe)
     check_run(recipe, run_dir)
     exporter = globals()[EXPORTERS[recipe]]
     return exporter(run_dir, exports_root, tflite=tflite,
-                    quantize=quantize, base_path=base_path)
+                    quantize=quantize, base_path=base_path, **caps)
 
 
 def export_nmt(run_dir: str, exports_root: str = DEFAULT_EXPORTS, tflite: bool = True,
-               quantize: bool = False, base_path: str = "/models", replace_unk=None) -> dict:
+               quantize: bool = False, base_path: str = "/models", replace_unk=None,
+               max_sentence_bytes: int | None = None,
+               max_request_sentences: int | None = None) -> dict:
     """The nmt exporter: see `export`; `replace_unk` overrides the run's setting."""
     from export import saved_model
     from export import tflite as tflite_export
-    from recipes.translator import Translator
+    from recipes.translator import MAX_REQUEST_SENTENCES, MAX_SENTENCE_BYTES, Translator
+
+    if max_sentence_bytes is None:
+        max_sentence_bytes = MAX_SENTENCE_BYTES
+    if max_request_sentences is None:
+        max_request_sentences = MAX_REQUEST_SENTENCES
 
     try:
         translator = Translator.from_run(run_dir)
@@ -107,10 +131,13 @@ def export_nmt(run_dir: str, exports_root: str = DEFAULT_EXPORTS, tflite: bool =
     folder = saved_model.write_version(
         exports_root,
         "nmt",
-        lambda tmp: saved_model.save_nmt(translator, tmp, "nmt", replace_unk=replace_unk),
+        lambda tmp: saved_model.save_nmt(translator, tmp, "nmt", replace_unk=replace_unk,
+                                         max_sentence_bytes=max_sentence_bytes,
+                                         max_request_sentences=max_request_sentences),
     )
     config_path = saved_model.write_models_config(exports_root, base_path)
-    files = tflite_export.write_nmt(translator, exports_root, "nmt", quantize) if tflite else []
+    files = (tflite_export.write_nmt(translator, exports_root, "nmt", quantize,
+                                     max_sentence_bytes=max_sentence_bytes) if tflite else [])
     return {"saved_model": folder, "models_config": config_path, "tflite": files}
 
 

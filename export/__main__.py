@@ -11,6 +11,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 EXAMPLES = """examples:
   python -m export nmt                              # runs/nmt/latest -> exports/
   python -m export nmt --run runs/nmt/bahdanau-1a2b --out exports --quantize
+  python -m export nmt --max-sentence-bytes 16384 --max-request-sentences 64
   python -m export captioning                       # runs/captioning/latest -> exports/
   docker run -p 8501:8501 -v $PWD/exports:/models tensorflow/serving \\
       --model_config_file=/models/models.config
@@ -34,6 +35,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--base-path", default="/models",
                    help="where the exports root is mounted in the server, for models.config "
                         "(default /models)")
+    p.add_argument("--max-sentence-bytes", type=int, default=None, metavar="N",
+                   help="nmt: cut each sentence to N bytes (UTF-8) before tokenising it; the "
+                        "output `truncated` says when (default 8192)")
+    p.add_argument("--max-request-sentences", type=int, default=None, metavar="N",
+                   help="nmt: the SavedModel refuses (INVALID_ARGUMENT) a request of more than "
+                        "N sentences (default 256)")
     return p
 
 
@@ -55,7 +62,9 @@ def main(argv=None) -> int:
         return 2
     try:
         paths = export.export(args.recipe, args.run, args.out, tflite=not args.no_tflite,
-                              quantize=args.quantize, base_path=args.base_path)
+                              quantize=args.quantize, base_path=args.base_path,
+                              max_sentence_bytes=args.max_sentence_bytes,
+                              max_request_sentences=args.max_request_sentences)
     except Exception as e:  # noqa: BLE001 - one line for every failure; ZOO_DEBUG=1 for the rest
         if os.environ.get("ZOO_DEBUG"):
             raise  # the full traceback, for a bug report

@@ -33,8 +33,21 @@ def _string(value):
 def nmt_request(texts, signature: str = "serving_default") -> dict:
     """The body translating `texts` (str or bytes); `signature`: `serving_default` (beam search)
     or `greedy`. The response's `predictions` hold, per text, `translation`, `target_tokens`,
-    `source_tokens`, `attention` and `score`."""
+    `source_tokens`, `attention`, `score` and `truncated` (the text was cut to the model's
+    `max_sentence_bytes` bytes or `max_source_length` tokens first).
+
+    A body of more texts than the model's `max_request_sentences` (`assets.extra/nmt.json`;
+    256 by default) is refused with INVALID_ARGUMENT: split them with `nmt_requests`."""
     return {"signature_name": signature, "instances": [{"text": _string(t)} for t in texts]}
+
+
+def nmt_requests(texts, max_sentences: int, signature: str = "serving_default") -> list[dict]:
+    """`nmt_request` bodies of at most `max_sentences` texts each, in order (none for none)."""
+    if max_sentences < 1:
+        raise ValueError(f"max_sentences={max_sentences}: must be at least 1")
+    texts = list(texts)
+    return [nmt_request(texts[i : i + max_sentences], signature)
+            for i in range(0, len(texts), max_sentences)]
 
 
 def captioning_request(images, signature: str = "serving_bytes") -> dict:

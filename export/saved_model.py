@@ -27,11 +27,13 @@ nmt signatures:
   `coverage_penalty` (greedy when `beam_size` is 1).
 - `greedy`: greedy search.
 
-Both take `text`: string `[B]` and return
+Both take `text`: string `[B]`, at most `max_request_sentences` of them, and return
 
 - `translation`: string `[B]`, the detokenised translation.
 - `source_tokens`: string `[B, T_in]`, the normalised source tokens the model saw (after
   truncation), padded with `""`.
+- `truncated`: bool `[B]`: the sentence was cut before translation, to `max_sentence_bytes`
+  bytes or to the run's `max_source_length` tokens (`source_tokens` shows what was kept).
 - `target_tokens`: string `[B, T_out]`, the output tokens, then `"[END]"` where the model emitted
   it, padded with `""`.
 - `attention`: float32 `[B, T_out, T_in]`: `attention[b, t, s]` is the weight output token
@@ -40,15 +42,27 @@ Both take `text`: string `[B]` and return
 - `score`: float32 `[B]`: the hypothesis score (beam search: GNMT's penalised score; greedy: the
   sum of the token log-probabilities, the end token included).
 
+Caps, fixed at export (`python -m export nmt --max-sentence-bytes N --max-request-sentences N`;
+defaults `recipes.translator.MAX_SENTENCE_BYTES` and `MAX_REQUEST_SENTENCES`) and recorded in
+`<version>/assets.extra/nmt.json` with the signatures' other settings:
+
+- A request of more than `max_request_sentences` sentences fails (INVALID_ARGUMENT, the message
+  names the limit and the flag), before any sentence is read; send smaller batches.
+- A sentence longer than `max_sentence_bytes` bytes is cut to that many (at a UTF-8 character
+  boundary, as `recipes.translator.cut_utf8`) BEFORE it is normalised and tokenised, so a huge
+  string costs no more than a long sentence; its `truncated` is true.
+
 nmt requests that are not ordinary sentences give outputs, never an error:
 
-- Empty (or whitespace-only) string: no source tokens; the model decodes from an empty source
-  (an all-padding input of width 1), which gives whatever the model says for nothing, usually
-  a short or empty translation. Its `source_tokens` row is all `""`, its attention all 0.
+- Empty, whitespace-only or any string without source tokens: an empty translation, without a
+  made-up sentence: `translation` `""`, `target_tokens` all `""` (no `[END]`), `attention` all
+  0, `score` 0; the other sentences of the batch are translated as if it were not there.
+  Its `source_tokens` row is all `""`.
 - Longer than the run's `max_source_length` tokens: only the first `max_source_length` tokens
-  are translated (the rest are dropped, as in training); `source_tokens` shows what was kept.
-  A translation has at most `min(2 * source tokens + 10, max_target_length + 1)` tokens, the
-  end token included, the source count being the longest in the batch.
+  are translated (the rest are dropped, as in training); `source_tokens` shows what was kept,
+  `truncated` is true. A translation has at most
+  `min(2 * source tokens + 10, max_target_length + 1)` tokens, the end token included, the
+  source count being the longest in the batch.
 - Invalid UTF-8: each bad byte becomes U+FFFD, as do control characters (`zoo.text.normalize`).
 - Unknown words: looked up as `[UNK]`; when the run's `replace_unk` setting is on (`true`, or
   `auto` with a TSV corpus), each output `[UNK]` is replaced by the source token its attention
@@ -68,6 +82,7 @@ the model runs (send 3 channels, or the encoded file to `serving_bytes`).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -76,6 +91,7 @@ import tempfile
 import keras
 import tensorflow as tf
 
+from recipes.translator import MAX_REQUEST_SENTENCES, MAX_SENTENCE_BYTES
 from zoo import decoding
 from zoo import text as zoo_text
 from zoo.subwords import SubwordTokenizer
@@ -167,6 +183,16 @@ def write_models_config(exports_root: str, base_path: str = "/models") -> str:
 # -- nmt in TensorFlow ops -------------------------------------------------------------------
 
 
+def check_caps(max_sentence_bytes, max_request_sentences) -> None:
+    """A one-line ValueError for caps no request could live with."""
+    if not isinstance(max_sentence_bytes, int) or max_sentence_bytes < 16:
+        raise ValueError(f"max_sentence_bytes={max_sentence_bytes!r}: must be an integer of at "
+                         f"least 16 (default {MAX_SENTENCE_BYTES})")
+    if not isinstance(max_request_sentences, int) or max_request_sentences < 1:
+        raise ValueError(f"max_request_sentences={max_request_sentences!r}: must be an integer "
+                         f"of at least 1 (default {MAX_REQUEST_SENTENCES})")
+
+
 def vocabulary_table(tokens: list[str]) -> tf.lookup.StaticHashTable:
     """token -> id as `zoo.text.Vocabulary.ids` does: unknown tokens give `[UNK]`'s id.
 
@@ -230,6 +256,39 @@ def search(decoding_inputs, batch_size, max_length, beam_size: int, length_penal
     return {k: out[k][:, 0] for k in ("tokens", "lengths", "attention", "score")}
 
 
+def cut_bytes(text, limit: int):
+    """`[B]` strings -> (`[B]` strings of at most `limit` bytes, bool `[B]`: was it cut).
+
+    The rule of `recipes.translator.cut_utf8`, in TensorFlow ops: a string longer than `limit`
+    bytes is cut at byte `limit`, or up to 3 bytes earlier at the start of the UTF-8 character
+    that byte continues. Only the kept bytes are copied; `limit` must be at least 4.
+    """
+    length = tf.strings.length(text)  # bytes
+    over = length > limit
+    # The bytes limit-3 .. limit of the strings that are too long (zeros for the others).
+    pos = tf.where(over, limit - 3, 0)
+    tail = tf.io.decode_raw(tf.strings.substr(text, pos, tf.fill(tf.shape(pos), 4)), tf.uint8,
+                            fixed_length=4)
+    starts = tf.not_equal(tf.bitwise.bitwise_and(tail, 0xC0), 0x80)  # not a continuation byte
+    back = tf.where(starts[:, 3], 0, tf.where(starts[:, 2], 1, tf.where(
+        starts[:, 1], 2, tf.where(starts[:, 0], 3, 0))))
+    cut = tf.where(over, limit - back, length)
+    return tf.strings.substr(text, tf.zeros_like(cut), cut), over
+
+
+def check_request_size(text, limit: int):
+    """`text` `[B]` itself, once it is known to hold at most `limit` strings; else the call
+    fails with InvalidArgumentError (TF Serving: INVALID_ARGUMENT) naming the limit and the
+    export flag that raises it. Nothing reads the strings before the check."""
+    n = tf.size(text)
+    message = tf.strings.format(
+        "this request has {} sentences; the nmt model takes at most " + str(int(limit))
+        + " per request: send smaller batches, or re-export with "
+        "`python -m export nmt --max-request-sentences N`", [n])
+    with tf.control_dependencies([tf.debugging.Assert(n <= limit, [message])]):
+        return tf.identity(text)
+
+
 def unless_empty(batch_size, run, empty_outputs):
     """`run()` for a batch of one or more, else `empty_outputs()` without running the model.
 
@@ -239,6 +298,20 @@ def unless_empty(batch_size, run, empty_outputs):
     simply skipped. Both branches return the same structure and dtypes.
     """
     return tf.cond(batch_size > 0, run, empty_outputs)
+
+
+def without_blank(out, has_source):
+    """A search's outputs with the rows of sentences without source tokens (`has_source` bool
+    `[B]` false) emptied: no tokens (not even the end token), attention 0, score 0. Rows are
+    independent in both searches, so the other sentences are untouched."""
+    keep = has_source[:, None]
+    return {
+        **out,
+        "tokens": tf.where(keep, out["tokens"], tf.zeros_like(out["tokens"])),
+        "lengths": tf.where(has_source, out["lengths"], tf.zeros_like(out["lengths"])),
+        "attention": tf.where(keep[:, :, None], out["attention"], tf.zeros_like(out["attention"])),
+        "score": tf.where(has_source, out["score"], tf.zeros_like(out["score"])),
+    }
 
 
 def trim(out):
@@ -260,11 +333,18 @@ class NmtGraph:
             `zoo.subwords.SubwordTokenizer`).
         config: the run's `NmtConfig` (max lengths, beam settings, `replace_unk`).
         replace_unk: overrides the run's setting; `None` follows it as `Translator` does.
+        max_sentence_bytes: each sentence is cut to that many bytes before it is tokenised.
+        max_request_sentences: a request of more sentences fails (INVALID_ARGUMENT).
     """
 
-    def __init__(self, model, source_vocab, target_vocab, config, replace_unk=None):
+    def __init__(self, model, source_vocab, target_vocab, config, replace_unk=None,
+                 max_sentence_bytes: int = MAX_SENTENCE_BYTES,
+                 max_request_sentences: int = MAX_REQUEST_SENTENCES):
+        check_caps(max_sentence_bytes, max_request_sentences)
         self.model = model
         self.config = config
+        self.max_sentence_bytes = int(max_sentence_bytes)
+        self.max_request_sentences = int(max_request_sentences)
         # SentencePiece subwords or whole words (zoo.text.Vocabulary).
         self.subwords = isinstance(target_vocab, SubwordTokenizer)
         self.source_vocab, self.target_vocab = source_vocab, target_vocab
@@ -285,16 +365,25 @@ class NmtGraph:
         return [self.source_table]
 
     def tokenize(self, text):
-        """`[B]` strings -> (string tokens `[B, T_in]`, int32 ids `[B, T_in]`), `T_in >= 1`."""
+        """`[B]` strings -> (string tokens `[B, T_in]`, int32 ids `[B, T_in]`, bool
+        `truncated` `[B]`), `T_in >= 1`: each string cut to `max_sentence_bytes` bytes, then
+        tokenised, then cut to `max_source_length` tokens, as `Translator.source` does."""
+        text, truncated = cut_bytes(text, self.max_sentence_bytes)
+        limit = self.config.max_source_length
         if self.subwords:
-            ids = self.source_vocab.encode(text, False, self.config.max_source_length)
+            ids = self.source_vocab.encode(text)
+            truncated |= ids.row_lengths() > limit
+            ids = ids[:, :limit]
             tokens = self.source_vocab.strings(ids)
             return (_pad_to_width(tokens.to_tensor(""), 1, ""),
-                    _pad_to_width(tf.cast(ids, tf.int32).to_tensor(0), 1, 0))
-        tokens = zoo_text.tokenize(text)[:, : self.config.max_source_length]
+                    _pad_to_width(tf.cast(ids, tf.int32).to_tensor(0), 1, 0), truncated)
+        tokens = zoo_text.tokenize(text)
+        truncated |= tokens.row_lengths() > limit
+        tokens = tokens[:, :limit]
         ids = tf.cast(tokens.with_flat_values(self.source_table.lookup(tokens.flat_values)), tf.int32)
         # Width at least 1, as Translator pads: an all-empty batch still has a source position.
-        return _pad_to_width(tokens.to_tensor(""), 1, ""), _pad_to_width(ids.to_tensor(0), 1, 0)
+        return (_pad_to_width(tokens.to_tensor(""), 1, ""), _pad_to_width(ids.to_tensor(0), 1, 0),
+                truncated)
 
     def decode(self, source_ids, beam_size: int):
         """int32 `[B, S]` ids -> dict of tokens `[B, T]`, lengths `[B]`, attention `[B, T, S']`,
@@ -311,7 +400,7 @@ class NmtGraph:
         )
 
     def translate(self, text, beam_size: int):
-        """The signature body: `[B]` strings -> the five outputs in the module docstring."""
+        """The signature body: `[B]` strings -> the six outputs in the module docstring."""
 
         def empty():
             return {
@@ -320,14 +409,16 @@ class NmtGraph:
                 "source_tokens": tf.zeros([0, 1], tf.string),
                 "target_tokens": tf.zeros([0, 0], tf.string),
                 "score": tf.zeros([0], tf.float32),
+                "truncated": tf.zeros([0], tf.bool),
             }
 
+        text = check_request_size(text, self.max_request_sentences)
         return unless_empty(tf.size(text), lambda: self._translate(text, beam_size), empty)
 
     def _translate(self, text, beam_size: int):
-        source_tokens, source_ids = self.tokenize(text)
+        source_tokens, source_ids, truncated = self.tokenize(text)
         source_lengths = tf.reduce_sum(tf.cast(source_ids != 0, tf.int32), 1)
-        out = self.decode(source_ids, beam_size)
+        out = without_blank(self.decode(source_ids, beam_size), source_lengths > 0)
         target_ids, lengths, attention = trim(out)
         width = tf.shape(target_ids)[1]
         # A model without attention has depth 0: give it the source's width, all zeros.
@@ -352,18 +443,21 @@ class NmtGraph:
             "source_tokens": source_tokens,
             "target_tokens": words,
             "score": out["score"],
+            "truncated": truncated,
         }
 
 
 NMT_SIGNATURES = ("serving_default", "greedy")
 
 
-def nmt_archive(translator, replace_unk=None) -> keras.export.ExportArchive:
+def nmt_archive(translator, replace_unk=None, max_sentence_bytes: int = MAX_SENTENCE_BYTES,
+                max_request_sentences: int = MAX_REQUEST_SENTENCES) -> keras.export.ExportArchive:
     """A `keras.export.ExportArchive` with the nmt signatures, ready for `write_out`.
 
     Args:
         translator: a `recipes.translator.Translator` (model, vocabularies, config).
         replace_unk: overrides the run's `replace_unk` setting when not `None`.
+        max_sentence_bytes, max_request_sentences: the caps (see the module docstring).
     """
     graph = NmtGraph(
         translator.model,
@@ -371,6 +465,8 @@ def nmt_archive(translator, replace_unk=None) -> keras.export.ExportArchive:
         translator.target_vocab,
         translator.config,
         replace_unk=replace_unk,
+        max_sentence_bytes=max_sentence_bytes,
+        max_request_sentences=max_request_sentences,
     )
     archive = keras.export.ExportArchive()
     archive.track(translator.model)
@@ -400,18 +496,48 @@ def warmup_texts(source_tokens: list[str]) -> list[str]:
     return [pick(1), pick(4), pick(12), ""]
 
 
-def save_nmt(translator, folder: str, model_name: str = "nmt", replace_unk=None) -> None:
-    """Writes the nmt SavedModel (with its warmup requests) into `folder`."""
-    from export import warmup
+def nmt_metadata(translator, max_sentence_bytes: int, max_request_sentences: int) -> dict:
+    """What `assets.extra/nmt.json` records: the caps and the settings fixed at export."""
+    config = translator.config
+    return {
+        "signatures": list(NMT_SIGNATURES),
+        "inputs": {"text": ["string", [-1]]},
+        "outputs": {"translation": ["string", [-1]], "attention": ["float32", [-1, -1, -1]],
+                    "source_tokens": ["string", [-1, -1]], "target_tokens": ["string", [-1, -1]],
+                    "score": ["float32", [-1]], "truncated": ["bool", [-1]]},
+        "max_sentence_bytes": int(max_sentence_bytes),
+        "max_request_sentences": int(max_request_sentences),
+        "max_source_length": int(config.max_source_length),
+        "max_target_length": int(config.max_target_length),
+        "beam_size": int(config.beam_size),
+        "tokenizer": "sentencepiece" if isinstance(translator.target_vocab, SubwordTokenizer)
+        else "words",
+    }
 
-    nmt_archive(translator, replace_unk=replace_unk).write_out(folder, verbose=False)
+
+def save_nmt(translator, folder: str, model_name: str = "nmt", replace_unk=None,
+             max_sentence_bytes: int = MAX_SENTENCE_BYTES,
+             max_request_sentences: int = MAX_REQUEST_SENTENCES) -> None:
+    """Writes the nmt SavedModel (with its warmup requests and `assets.extra/nmt.json`) into
+    `folder`."""
+    from export import warmup
+    from recipes.translator import METADATA_FILE
+
+    nmt_archive(translator, replace_unk=replace_unk, max_sentence_bytes=max_sentence_bytes,
+                max_request_sentences=max_request_sentences).write_out(folder, verbose=False)
+    meta = nmt_metadata(translator, max_sentence_bytes, max_request_sentences)
+    extra = os.path.join(folder, "assets.extra")
+    os.makedirs(extra, exist_ok=True)
+    with open(os.path.join(extra, METADATA_FILE), "w", encoding="utf-8") as f:
+        f.write(json.dumps(meta, indent=2) + "\n")
     texts = warmup_texts(translator.source_vocab.tokens)
+    # Each request within the cap: a warmup request the model refuses stops TF Serving loading it.
+    size = max_request_sentences
     warmup.write_requests(
         folder,
-        [
-            warmup.predict_request(model_name, "serving_default", {"text": texts}),
-            warmup.predict_request(model_name, "greedy", {"text": texts[:2]}),
-        ],
+        [warmup.predict_request(model_name, "serving_default", {"text": texts[i : i + size]})
+         for i in range(0, len(texts), size)]
+        + [warmup.predict_request(model_name, "greedy", {"text": texts[:min(2, size)]})],
     )
 
 

@@ -24,11 +24,52 @@ from zoo.data import parallel
 from zoo.metrics import format_report, format_text_report, quality_report, text_quality_report
 from zoo.subwords import SubwordTokenizer
 
+# What one sentence and one request may cost. A sentence longer than MAX_SENTENCE_BYTES bytes
+# (UTF-8) is cut to that many, at a character boundary, BEFORE it is normalised and tokenised,
+# so a huge string costs no more than a long sentence; then to `max_source_length` tokens. Far
+# above what `max_source_length` tokens of ordinary text take (100 tokens are ~600 bytes of
+# English, ~1,500 of Chinese). The exported SavedModel also refuses a request of more than
+# MAX_REQUEST_SENTENCES sentences (INVALID_ARGUMENT). Both are the export defaults:
+# `python -m export nmt --max-sentence-bytes N --max-request-sentences N` changes them, and the
+# artifact's metadata (`assets.extra/nmt.json`, `tflite/nmt.json`) records what it was given.
+MAX_SENTENCE_BYTES = 8192
+MAX_REQUEST_SENTENCES = 256
+
+
+def utf8(sentence) -> bytes:
+    """A sentence as the bytes a model gets: `str` encoded as UTF-8 (a lone surrogate gives
+    bytes that are not UTF-8, which normalisation turns into U+FFFD), `bytes` as they are."""
+    if isinstance(sentence, bytes):
+        return sentence
+    return sentence.encode("utf-8", "surrogatepass")
+
+
+def cut_utf8(data: bytes, limit: int) -> bytes:
+    """`data` cut to at most `limit` bytes, never inside a UTF-8 character.
+
+    When `data` is longer, the cut goes at byte `limit` unless that byte continues a character
+    (`0b10xxxxxx`); then it moves back to the start of that character (at most 3 bytes back;
+    invalid UTF-8 with no start in reach is cut at `limit`). `export.saved_model.cut_bytes` is
+    the same rule in TensorFlow ops.
+    """
+    if len(data) <= limit:
+        return data
+    for back in range(4):
+        if limit - back >= 0 and data[limit - back] & 0xC0 != 0x80:
+            return data[: limit - back]
+    return data[:limit]
+
 
 @dataclasses.dataclass
 class Translation:
     """One translation: its text, tokens, score and `(len(tokens) + 1, len(source_tokens))`
-    attention (the last row is the end token's); `alternatives` holds the rest of an n-best list."""
+    attention (the last row is the end token's); `alternatives` holds the rest of an n-best list.
+
+    `truncated` says the source was cut before translation: to `MAX_SENTENCE_BYTES` bytes (or
+    the artifact's cap) or to `max_source_length` tokens; `source_tokens` shows what was kept.
+    A source without tokens (empty, whitespace, control characters) gets an empty translation:
+    no tokens, a `(0, 0)` attention, score 0, no alternatives.
+    """
 
     text: str
     tokens: list
@@ -36,16 +77,29 @@ class Translation:
     attention: np.ndarray
     source_tokens: list
     alternatives: list = dataclasses.field(default_factory=list)
+    truncated: bool = False
+
+
+def empty_translation(truncated: bool = False) -> Translation:
+    """The translation of a source without tokens: nothing (every inference path agrees)."""
+    return Translation(text="", tokens=[], score=0.0, attention=np.zeros((0, 0), np.float32),
+                       source_tokens=[], truncated=truncated)
 
 
 class Translator:
-    """A trained translation model with its vocabularies and decoding settings."""
+    """A trained translation model with its vocabularies and decoding settings.
 
-    def __init__(self, model, source_vocab, target_vocab, config):
+    `max_sentence_bytes`: each sentence is cut to that many bytes before it is tokenised (see
+    `MAX_SENTENCE_BYTES`), as the exported SavedModel does.
+    """
+
+    def __init__(self, model, source_vocab, target_vocab, config,
+                 max_sentence_bytes: int = MAX_SENTENCE_BYTES):
         self.model = model
         self.source_vocab = source_vocab
         self.target_vocab = target_vocab
         self.config = config
+        self.max_sentence_bytes = int(max_sentence_bytes)
         self._decoders = {}
 
     @classmethod
@@ -131,26 +185,37 @@ class Translator:
     def subword(self) -> bool:
         return isinstance(self.target_vocab, SubwordTokenizer)
 
-    def source(self, texts: list[str]) -> tuple[list[list[str]], list[np.ndarray]]:
-        """`(tokens, ids)` of each text as the model sees it (words, or subword pieces), cut to
-        `max_source_length`; the text is tokenised once."""
-        if not texts:
-            return [], []
-        ids = self.source_vocab.encode(tf.constant(list(texts)), False, self.config.max_source_length)
+    def source(self, texts) -> tuple[list[list[str]], list[np.ndarray], list[bool]]:
+        """`(tokens, ids, truncated)` of each text (str or UTF-8 bytes) as the model sees it
+        (words, or subword pieces): cut to `max_sentence_bytes` bytes, then tokenised (once),
+        then cut to `max_source_length` tokens; `truncated` says whether either cut removed
+        anything."""
+        if not len(texts):
+            return [], [], []
+        raw = [utf8(t) for t in texts]
+        cut = [cut_utf8(t, self.max_sentence_bytes) for t in raw]
+        limit = self.config.max_source_length
+        ids = self.source_vocab.encode(tf.constant(cut))
+        truncated = [len(r) > len(c) or int(n) > limit
+                     for r, c, n in zip(raw, cut, ids.row_lengths().numpy(), strict=True)]
+        ids = ids[:, :limit]
         if isinstance(self.source_vocab, SubwordTokenizer):
             tokens = [[p.decode("utf-8") for p in row]
                       for row in self.source_vocab.strings(ids).to_list()]
         else:  # the words themselves: [UNK] replacement copies the source word, not "[UNK]"
-            tokens = [t[: self.config.max_source_length] for t in text.python_tokens(list(texts))]
-        return tokens, [np.asarray(row, np.int32) for row in ids.to_list()]
+            tokens = [t[:limit] for t in text.python_tokens(cut)]
+        return tokens, [np.asarray(row, np.int32) for row in ids.to_list()], truncated
 
     def translate(self, texts, beam=None, n_best=1, replace_unk=None, batch_size=64,
                   length_penalty=None, coverage_penalty=None, progress=None) -> list[Translation]:
         """Translates strings; returns one `Translation` per input, in input order.
 
         Args:
-            texts: strings. An empty string is decoded from an all-padding source, as the
-                SavedModel does; the shell commands write an empty line for it instead.
+            texts: strings (or UTF-8 bytes). One without source tokens (empty, whitespace,
+                control characters) gets an empty translation without running the model
+                (`empty_translation`), as the exported SavedModel and TFLite model do. One
+                longer than `max_sentence_bytes` bytes or `max_source_length` tokens is cut
+                first, and its `truncated` is true.
             beam: beam size; 1 is greedy search. Defaults to the run's `beam_size`.
             n_best: how many hypotheses per input (`alternatives` holds all but the best).
             replace_unk: replace each output `[UNK]` by the source token its attention peaks
@@ -166,9 +231,14 @@ class Translator:
             replace_unk = setting == "true" or (setting == "auto" and (self.config.data != "num2words" or bool(self.config.train)))
         if self.subword:
             replace_unk = False  # pieces spell out rare words; there is no [UNK] to replace
-        tokens, ids = self.source(texts)
-        order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
+        tokens, ids, truncated = self.source(texts)
         results: list[Translation | None] = [None] * len(texts)
+        blank = [i for i in range(len(texts)) if len(ids[i]) == 0]
+        for i in blank:  # nothing to translate: the model would make something up
+            results[i] = empty_translation(truncated[i])
+        if blank and progress is not None:
+            progress(len(blank))
+        order = sorted((i for i in range(len(texts)) if len(ids[i])), key=lambda i: len(ids[i]))
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             width = max(1, max(len(ids[i]) for i in idx))
@@ -178,6 +248,8 @@ class Translator:
             out = self.decode_ids(source, beam, n_best, length_penalty, coverage_penalty)
             for row, i in enumerate(idx):
                 hyps = [self._hypothesis(out, row, k, tokens[i], replace_unk) for k in range(n_best)]
+                for hyp in hyps:
+                    hyp.truncated = truncated[i]
                 hyps[0].alternatives = hyps[1:]
                 results[i] = hyps[0]
             if progress is not None:
@@ -325,6 +397,10 @@ class AttentionImages(keras.callbacks.Callback):
 # -- an exported SavedModel behind the same API ----------------------------------------------
 
 
+# The exported SavedModel's metadata, under `<version>/assets.extra/` (written by `python -m export`).
+METADATA_FILE = "nmt.json"
+
+
 def saved_model_folder(path: str, recipe: str = "nmt") -> str:
     """`path` itself when it holds a SavedModel, else its newest integer version
     (`exports/nmt` -> `exports/nmt/3`); a clear error, naming the command that writes one."""
@@ -372,18 +448,27 @@ class SavedModelTranslator:
                 f"and greedy taking `text`, found {signatures} taking {inputs}; `make export "
                 "RECIPE=nmt` writes one"
             )
+        # The caps it was exported with (an export older than them has no metadata file).
+        self.metadata = {}
+        meta_path = os.path.join(self.path, "assets.extra", METADATA_FILE)
+        if os.path.exists(meta_path):
+            with open(meta_path, encoding="utf-8") as f:
+                self.metadata = json.load(f)
+        self.max_request_sentences = int(self.metadata.get("max_request_sentences", 0)) or None
 
     def translate(self, texts, beam=None, n_best=1, replace_unk=None, batch_size=64,
                   progress=None) -> list[Translation]:
         """Translates strings (or UTF-8 bytes); one `Translation` per input, in input order.
 
         Args:
-            texts: strings; an empty one gets whatever the model says for no source tokens.
+            texts: strings; one without source tokens gets an empty translation, one cut to
+                the SavedModel's byte or token cap has `truncated` true.
             beam: 1 calls the `greedy` signature; `None` or more calls `serving_default`, whose
                 beam size was fixed at export (the run's `beam_size`).
             n_best: must be 1: the SavedModel returns one hypothesis per sentence.
             replace_unk: must be `None`: fixed at export (the run's setting).
-            batch_size: sentences per call of the signature.
+            batch_size: sentences per call of the signature (at most the SavedModel's
+                `max_request_sentences`: a larger value is lowered to it).
             progress: optional callable(n_done) called after each batch.
         """
         if n_best != 1:
@@ -401,6 +486,8 @@ class SavedModelTranslator:
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}: must be at least 1")
         signature = self.model.signatures["greedy" if beam == 1 else "serving_default"]
+        if self.max_request_sentences:
+            batch_size = min(batch_size, self.max_request_sentences)
         texts = list(texts)
         # Similar lengths together: the signature decodes up to the batch's longest sentence.
         order = sorted(range(len(texts)), key=lambda i: len(texts[i].split()))
@@ -428,4 +515,5 @@ class SavedModelTranslator:
             score=float(out["score"][row]),
             attention=out["attention"][row, :rows, : len(source)],
             source_tokens=source,
+            truncated=bool(out["truncated"][row]) if "truncated" in out else False,
         )

@@ -115,6 +115,7 @@ def test_predict_posts_to_a_server(loaded_saved_model, clean_outputs):
     # TEXTS[:2] alone: the step limit follows the longest of the two, so compare only ended ones.
     assert len(response["predictions"]) == 2
     assert set(response["predictions"][0]) == {"translation", "attention", "source_tokens",
-                                               "target_tokens", "score"}
+                                               "target_tokens", "score", "truncated"}
+    assert [p["truncated"] for p in response["predictions"]] == [False, False]
     assert isinstance(response["predictions"][0]["translation"], str)
     assert expected.shape == (len(TEXTS),)

@@ -16,6 +16,7 @@ OUTPUTS = {
     "source_tokens": ("string", 2),
     "target_tokens": ("string", 2),
     "score": ("float32", 1),
+    "truncated": ("bool", 1),
 }
 
 
@@ -146,11 +147,15 @@ def test_bad_requests_give_documented_outputs(clean_outputs, translator):
     out = clean_outputs["outputs"]["serving_default/texts"]
     max_len = TINY_NMT["max_source_length"]
     tokens = [[t for t in row if t] for row in out["source_tokens"]]
-    # Empty and whitespace-only: no source tokens, still a translation (possibly empty).
-    assert tokens[TEXTS.index("")] == [] and tokens[TEXTS.index("   ")] == []
-    # Too long: the first max_source_length tokens are kept.
+    # Empty and whitespace-only: no source tokens, an empty translation (nothing made up).
+    for blank in ("", "   "):
+        i = TEXTS.index(blank)
+        assert tokens[i] == [] and out["translation"][i] == "" and out["score"][i] == 0
+        assert set(out["target_tokens"][i]) == {""} and not out["attention"][i].any()
+    # Too long: the first max_source_length tokens are kept, and the answer says so.
     long_i = next(i for i, t in enumerate(TEXTS) if isinstance(t, str) and len(t) > 100)
     assert tokens[long_i] == python_tokens([TEXTS[long_i]])[0][:max_len]
+    assert out["truncated"].tolist() == [i == long_i for i in range(len(TEXTS))]
     # Invalid UTF-8: each bad byte became U+FFFD; the output is valid UTF-8 (it was decoded).
     bad_i = next(i for i, t in enumerate(TEXTS) if isinstance(t, bytes))
     assert "\ufffd" in "".join(tokens[bad_i]) and "seven" in tokens[bad_i]
@@ -227,6 +232,7 @@ def test_saved_model_cli_shows_the_contract(nmt_export):
             ("source_tokens", "(-1, -1)", "DT_STRING"),
             ("target_tokens", "(-1, -1)", "DT_STRING"),
             ("score", "(-1)", "DT_FLOAT"),
+            ("truncated", "(-1)", "DT_BOOL"),
         ):
             assert f"outputs['{name}'] tensor_info:\n        dtype: {dtype}\n        shape: {shape}" \
                 in block, (signature, name)

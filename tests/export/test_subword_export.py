@@ -65,8 +65,12 @@ def test_raw_strings_in_text_out_in_a_clean_process(subword_clean):
             pieces = [p for p in pieces if p]
             if text.strip():
                 assert any("\u2581" in p for p in pieces), (signature, text, pieces)
-            else:
+            else:  # nothing to translate: an empty translation, not a made-up sentence
                 assert pieces == [], (signature, text, pieces)
+        for i, text in enumerate(TEXTS):
+            if not text.strip():
+                assert out["translation"][i] == "" and out["score"][i] == 0, (signature, i)
+                assert set(out["target_tokens"][i]) <= {""} and not out["attention"][i].any()
         empty = subword_clean["outputs"][f"{signature}/empty_batch"]
         assert empty["translation"].shape == (0,) and empty["score"].shape == (0,)
 

@@ -133,5 +133,7 @@ def test_host_translate(nmt_export, clean_outputs):
     assert result["attention"].shape == (len(result["target_tokens"]), len(result["source_tokens"]))
     saved = [t for t in greedy["target_tokens"][0] if t]
     assert len(result["target_tokens"]) == len(saved)
+    assert result["truncated"] is False
     long = model.translate(TEXTS[6])  # cut to max_source_length, as the SavedModel does
     assert len(long["source_tokens"]) == TINY_NMT["max_source_length"]
+    assert long["truncated"] is True
