@@ -62,9 +62,9 @@ def test_a_bad_split_file_is_a_config_error(tmp_path):
     [
         ("tokenizer=bpe", "tokenizer='bpe': choose one of word, sentencepiece"),
         ("subword_model=wordpiece", "subword_model='wordpiece': choose one of unigram, bpe"),
-        ("label_smoothing=1.0", "label_smoothing=1.0: must be in [0, 1)"),
-        ("label_smoothing=-0.1", "label_smoothing=-0.1: must be in [0, 1)"),
-        ("batch_tokens=-5", "batch_tokens=-5: must be 0 (off) or positive"),
+        ("label_smoothing=1.0", "label_smoothing=1.0: must be at least 0.0 and below 1.0"),
+        ("label_smoothing=-0.1", "label_smoothing=-0.1: must be at least 0.0 and below 1.0"),
+        ("batch_tokens=-5", "batch_tokens=-5: must be at least 0"),
         ("vocab_size=8", "vocab_size=8: must be at least 16"),
     ],
 )
