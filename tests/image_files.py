@@ -41,6 +41,18 @@ def gif_declaring(width: int, height: int) -> bytes:
     return bytes(data)
 
 
+def gif_frames(frames: int, size: int) -> bytes:
+    """A valid GIF of `frames` plain grey `size x size` frames: a few kB, and its decoder reads
+    every frame into memory even when only the first is kept."""
+    from PIL import Image
+
+    images = [Image.fromarray(np.full((size, size), 40 * i % 256, np.uint8), "L")
+              for i in range(frames)]
+    out = io.BytesIO()
+    images[0].save(out, "GIF", save_all=True, append_images=images[1:])
+    return out.getvalue()
+
+
 def bmp_declaring(width: int, height: int) -> bytes:
     """A BMP header (BITMAPINFOHEADER, 24 bits) declaring `width x height`, top-down, with one
     row of pixel data."""

@@ -7,7 +7,8 @@ pixels decodes to 1.2 GB), so every image is judged by its header before it is d
   TIFF, HEIC, text, random bytes) is refused, never decoded as something else;
 - the file may have at most `MAX_IMAGE_BYTES` bytes;
 - the width and height its header declares (JPEG: the frame header, PNG: IHDR, GIF: the logical
-  screen, BMP: the info header) may give at most `MAX_IMAGE_PIXELS` pixels.
+  screen, BMP: the info header) may give at most `MAX_IMAGE_PIXELS` pixels; so may a GIF's
+  frames all together (its decoder reads every frame, even when only the first is kept).
 
 Then it is decoded as uint8 and resized (bilinear, antialiased) to the model's input size, and
 only that small image is ever held as float32.
@@ -81,6 +82,31 @@ def header_size(data: bytes) -> tuple[int, int]:
     raise DataError(f"not a {FORMATS} file")
 
 
+def gif_frame_pixels(data: bytes) -> tuple[int, int]:
+    """`(frames, pixels)`: how many images a GIF file holds and their pixels in all, from the
+    image descriptors, skipping the compressed data. The decoder reads every frame into memory
+    even when only the first is kept, so a small GIF of many large frames is a bomb too."""
+    if len(data) < 13:
+        return 0, 0
+    def table(packed):  # the size of a colour table a packed byte announces
+        return 3 * 2 ** ((packed & 7) + 1) if packed & 0x80 else 0
+
+    pos, frames, pixels = 13 + table(data[10]), 0, 0
+    while pos < len(data):
+        if data[pos] == 0x2C and pos + 10 <= len(data):  # an image descriptor
+            width, height = struct.unpack("<HH", data[pos + 5 : pos + 9])
+            frames, pixels = frames + 1, pixels + width * height
+            pos += 10 + table(data[pos + 9]) + 1  # the descriptor, its colour table, LZW size
+        elif data[pos] == 0x21:  # an extension: its label, then data sub-blocks
+            pos += 2
+        else:  # the trailer (or garbage, which the decoder will refuse)
+            break
+        while pos < len(data) and data[pos]:  # data sub-blocks, each led by its length
+            pos += data[pos] + 1
+        pos += 1
+    return frames, pixels
+
+
 def _not_an_image(data: bytes) -> str:
     for magic, at, tag, name in _OTHERS:
         if data.startswith(magic) and data[at : at + len(tag)] == tag:
@@ -117,6 +143,14 @@ def check_bytes(data: bytes, name: str, max_bytes: int | None = None,
             f"Cannot read {name}: it is {width}x{height} = {width * height:,} pixels, more "
             f"than the limit of {max_pixels:,} (zoo.images.MAX_IMAGE_PIXELS); downscale it first."
         )
+    if image_format(data) == "GIF":
+        frames, pixels = gif_frame_pixels(data)
+        if pixels > max_pixels:
+            raise DataError(
+                f"Cannot read {name}: it is a GIF of {frames:,} frames holding {pixels:,} pixels "
+                f"in all, more than the limit of {max_pixels:,} (zoo.images.MAX_IMAGE_PIXELS); "
+                "every frame is decoded: send the first frame alone, as a PNG."
+            )
     return width, height
 
 
@@ -180,11 +214,49 @@ def graph_header(data):
     return kind < len(_MAGIC), size[0], size[1]
 
 
+def graph_gif_frame_pixels(data, limit):
+    """`gif_frame_pixels`'s pixels in TensorFlow ops (int64), for a scalar string that starts
+    like a GIF; the walk stops once they pass `limit`."""
+    raw = tf.io.decode_raw(data + tf.constant(b"\x00" * 16), tf.uint8)  # zero-padded
+    length = tf.cast(tf.strings.length(data), tf.int64)
+
+    def byte(pos):
+        return tf.cast(tf.gather(raw, pos), tf.int64)
+
+    def table(packed):  # the size of a colour table a packed byte announces
+        size = 3 * tf.bitwise.left_shift(tf.constant(2, tf.int64), packed & 7)
+        return tf.where(packed & 0x80 > 0, size, tf.constant(0, tf.int64))
+
+    def step(pos, in_blocks, pixels, go):
+        b = byte(pos)
+        # In data sub-blocks: each led by its length, a 0 ending them.
+        sub_pos = pos + 1 + b
+        # At a block: an image descriptor (with its colour table and LZW size byte), an
+        # extension (with its label), or the end.
+        image, extension = b == 0x2C, b == 0x21
+        w = byte(pos + 5) + 256 * byte(pos + 6)
+        h = byte(pos + 7) + 256 * byte(pos + 8)
+        block_pos = tf.where(image, pos + 10 + table(byte(pos + 9)) + 1, pos + 2)
+        return (tf.where(in_blocks, sub_pos, block_pos),
+                tf.logical_not(in_blocks) | (b != 0),
+                pixels + tf.where(image & tf.logical_not(in_blocks), w * h, 0),
+                in_blocks | image | extension)
+
+    start = 13 + table(byte(tf.constant(10, tf.int64)))  # after the global colour table
+    _, _, pixels, _ = tf.while_loop(
+        lambda pos, in_blocks, pixels, go: go & (pos < length) & (pixels <= limit),
+        step,
+        (start, tf.constant(False), tf.constant(0, tf.int64), tf.constant(True)),
+    )
+    return pixels
+
+
 def decode_checked(data, size, name="image", max_bytes=None, max_pixels=None):
     """A scalar string (an encoded image) -> uint8 `(height, width, 3)` resized to `size` (an
     int or `(height, width)`), refusing, before anything is decoded, bytes that are not a
     JPEG / PNG / GIF / BMP file, more than `max_bytes` bytes, or a header declaring more than
-    `max_pixels` pixels (defaults: `MAX_IMAGE_BYTES`, `MAX_IMAGE_PIXELS`).
+    `max_pixels` pixels, or a GIF whose frames hold more than that in all (defaults:
+    `MAX_IMAGE_BYTES`, `MAX_IMAGE_PIXELS`).
 
     A refused image raises `InvalidArgumentError` with a message that starts with `name` (a
     string or a scalar string tensor, e.g. `"image_bytes[3]"`) and names the limit. Grey images
@@ -216,5 +288,14 @@ def decode_checked(data, size, name="image", max_bytes=None, max_pixels=None):
                  "downscale it first", (width, height, pixels, max_pixels))],
     )
     with tf.control_dependencies([too_many]):
+        is_gif = tf.equal(tf.strings.substr(data, 0, 4), b"GIF8")
+        frame_pixels = tf.cond(is_gif, lambda: graph_gif_frame_pixels(data, max_pixels),
+                               lambda: tf.constant(0, tf.int64))
+    too_many_frames = tf.debugging.Assert(
+        frame_pixels <= max_pixels,
+        [message(" is a GIF whose frames hold more than {} pixels in all (MAX_IMAGE_PIXELS); "
+                 "every frame is decoded: send the first frame alone, as a PNG", (max_pixels,))],
+    )
+    with tf.control_dependencies([too_many_frames]):
         image = tf.io.decode_image(data, channels=3, expand_animations=False)
     return resize_uint8(image, size)

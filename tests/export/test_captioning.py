@@ -116,6 +116,19 @@ def test_serving_bytes_refuses_more_pixels_than_the_limit(served, caption_inputs
     assert len(_serve_bytes(served, [good])["caption"]) == 1
 
 
+def test_serving_bytes_refuses_gifs_whose_frames_exceed_the_limit(served, caption_inputs):
+    import tensorflow as tf
+
+    # A 2000 x 2000 screen passes, but its 7 frames hold 28 million pixels, all decoded.
+    bomb = image_files.gif_frames(7, 2000)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"image_bytes\[1\] is a GIF whose frames hold more than 25000000 "
+                             r"pixels in all \(MAX_IMAGE_PIXELS\)"):
+        _serve_bytes(served, [caption_inputs["files"][0], bomb])
+    # Three such frames are within the limit.
+    assert len(_serve_bytes(served, [image_files.gif_frames(3, 2000)])["caption"]) == 1
+
+
 def test_serving_bytes_refuses_more_bytes_than_the_limit(served):
     import tensorflow as tf
 

@@ -320,6 +320,7 @@ def test_coco_loader_refuses_oversized_and_foreign_images_naming_the_file(tmp_pa
          "it is 6000x5000 = 30,000,000 pixels, more than the limit of 25,000,000 "
          "(zoo.images.MAX_IMAGE_PIXELS); downscale it first"),
         (image_files.jpeg_declaring(6000, 5000), "it is 6000x5000 = 30,000,000 pixels"),
+        (image_files.gif_frames(7, 2000), "it is a GIF of 7 frames holding 28,000,000 pixels"),
         # TensorFlow decodes WebP, but the documented formats are JPEG, PNG, GIF and BMP.
         (image_files.pil_file("WEBP"), "it is a WebP file, not a JPEG, PNG, GIF or BMP file; "
                                        "convert it to PNG or JPEG"),

@@ -328,6 +328,10 @@ def test_caption_command_refuses_oversized_and_foreign_images(
                      "it is 6000x5000 = 30,000,000 pixels, more than the limit of 25,000,000 "
                      "(zoo.images.MAX_IMAGE_PIXELS); downscale it first."),
         "bomb.gif": (image_files.gif_declaring(6000, 5000), "it is 6000x5000 = 30,000,000 pixels"),
+        "frames.gif": (image_files.gif_frames(7, 2000),
+                       "it is a GIF of 7 frames holding 28,000,000 pixels in all, more than the "
+                       "limit of 25,000,000 (zoo.images.MAX_IMAGE_PIXELS); every frame is "
+                       "decoded: send the first frame alone, as a PNG."),
         "photo.webp": (image_files.pil_file("WEBP"),
                        "it is a WebP file, not a JPEG, PNG, GIF or BMP file; convert it to PNG "
                        "or JPEG."),
