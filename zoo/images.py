@@ -1,7 +1,8 @@
 """Encoded images from outside (files, request bytes): the formats taken and the size limits.
 
-A small compressed file can decode to a huge array (a 1.5 MB PNG of 20,000 x 20,000 black
-pixels decodes to 1.2 GB), so every image is judged by its header before it is decoded:
+A small compressed file can decode to a huge array (a PNG of 20,000 x 20,000 black pixels
+takes well under a megabyte and decodes to 1.2 GB of RGB), so every image is judged by its
+header before it is decoded:
 
 - it must be a JPEG, PNG, GIF or BMP file (judged by its first bytes); anything else (WebP,
   TIFF, HEIC, text, random bytes) is refused, never decoded as something else;
