@@ -73,10 +73,13 @@ captioning signatures (`captioning_archive`): `serving_default` and `greedy` tak
 `[B, H, W, 3]`, `serving_bytes` takes `image_bytes` string `[B]` (encoded JPEG / PNG / GIF /
 BMP); each returns `caption` string `[B]`, `tokens` string `[B, T_out]`, `attention` float32
 `[B, T_out, h, w]` and `score` float32 `[B]`. Images of any other size are resized to the run's
-`image_size` (bilinear, antialiased, aspect ratio not kept), as `Captioner.load_images` does; an
-image with no pixels, and bytes that are not an image file, are captioned as a black image. A
-file that starts like an image but is corrupt fails that request (INVALID_ARGUMENT); the server
-goes on. Grey or RGBA pixel arrays do not fit `[B, H, W, 3]`: TF Serving refuses them before
+`image_size` (bilinear, antialiased, aspect ratio not kept), as `Captioner.load_images` does,
+from the uint8 pixels (only the resized image is ever float32); an image with no pixels is
+captioned as a black image. `serving_bytes` judges each file by its header before decoding it
+(`zoo.images`): bytes that are not a JPEG / PNG / GIF / BMP file (WebP, TIFF, text, empty), more
+than `MAX_IMAGE_BYTES` (50 MiB) bytes or declaring more than `MAX_IMAGE_PIXELS` (25 million)
+pixels fail that request with INVALID_ARGUMENT, naming the image (`image_bytes[i]`) and the
+limit; so does a file that starts like an image but is corrupt. The server goes on. Grey or RGBA pixel arrays do not fit `[B, H, W, 3]`: TF Serving refuses them before
 the model runs (send 3 channels, or the encoded file to `serving_bytes`).
 """
 
@@ -544,19 +547,16 @@ def save_nmt(translator, folder: str, model_name: str = "nmt", replace_unk=None,
 # -- captioning in TensorFlow ops ------------------------------------------------------------
 
 CAPTIONING_SIGNATURES = ("serving_default", "serving_bytes", "greedy")
-# The first bytes of the formats tf.io.decode_image reads; anything else becomes a blank image.
-_IMAGE_MAGIC = ((0, b"\xff\xd8\xff"), (0, b"\x89PNG"), (0, b"GIF8"), (0, b"BM"))
 
 
 def resize_images(images, size: int):
     """uint8 `[B, H, W, 3]` of any size -> uint8 `[B, size, size, 3]`, as
     `Captioner.load_images` resizes arrays: untouched when already `size x size`, else bilinear
-    with antialiasing, rounded; an image with no pixels (`H` or `W` is 0) becomes black."""
-    shape = tf.shape(images)
+    with antialiasing, rounded; an image with no pixels (`H` or `W` is 0) becomes black. The
+    resize reads the uint8 pixels: only the resized images are ever float32."""
+    from zoo.images import resize_uint8
 
-    def resized():
-        x = tf.image.resize(tf.cast(images, tf.float32), (size, size), antialias=True)
-        return tf.cast(tf.clip_by_value(tf.round(x), 0, 255), tf.uint8)
+    shape = tf.shape(images)
 
     def blank():
         return tf.zeros([shape[0], size, size, 3], tf.uint8)
@@ -566,26 +566,26 @@ def resize_images(images, size: int):
 
     empty = tf.logical_or(shape[1] == 0, shape[2] == 0)
     is_size = tf.logical_and(shape[1] == size, shape[2] == size)
-    return tf.cond(empty, blank, lambda: tf.cond(is_size, same, resized))
+    return tf.cond(empty, blank, lambda: tf.cond(is_size, same, lambda: resize_uint8(images, size)))
 
 
 def decode_images(image_bytes, size: int):
     """Encoded images `[B]` -> uint8 `[B, size, size, 3]` with `zoo.data.coco.decode_image` (as
-    `Captioner.load_images` decodes bytes). Bytes that do not start like a JPEG, PNG, GIF or
-    BMP file give a black image; a file with such a start but corrupt data is an error."""
+    `Captioner.load_images` decodes bytes), one image at a time, so a request holds at most one
+    full-size image. Each header is checked before its image is decoded: bytes that are not a
+    JPEG, PNG, GIF or BMP file, more than `zoo.images.MAX_IMAGE_BYTES` bytes or declaring more
+    than `zoo.images.MAX_IMAGE_PIXELS` pixels fail the request with INVALID_ARGUMENT, naming
+    the image (`image_bytes[i]`) and the limit; so does a corrupt file."""
     from zoo.data import coco
 
-    def one(data):
-        known = tf.reduce_any(
-            [tf.equal(tf.strings.substr(data, pos, len(magic)), magic) for pos, magic in _IMAGE_MAGIC]
-        )
-        return tf.cond(
-            known,
-            lambda: coco.decode_image(data, size),
-            lambda: tf.zeros([size, size, 3], tf.uint8),
-        )
+    def one(args):
+        index, data = args
+        name = tf.strings.format("image_bytes[{}]", (index,))
+        return coco.decode_image(data, size, name)
 
-    return tf.map_fn(one, image_bytes, fn_output_signature=tf.TensorSpec([size, size, 3], tf.uint8))
+    indices = tf.range(tf.shape(image_bytes)[0])
+    return tf.map_fn(one, (indices, image_bytes), parallel_iterations=1,
+                     fn_output_signature=tf.TensorSpec([size, size, 3], tf.uint8))
 
 
 class CaptioningGraph:

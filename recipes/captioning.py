@@ -41,6 +41,7 @@ from zoo.captioning_model import ImageCaptioner
 from zoo.data import coco, digit_scenes
 from zoo.errors import DataError
 from zoo.image_encoders import BACKBONES, build_image_encoder
+from zoo.images import resize_uint8
 from zoo.models import ATTENTION_TYPES, masked_accuracy, masked_loss, masked_token_losses
 
 NAME = "captioning"
@@ -513,12 +514,8 @@ class Captioner:
             if isinstance(image, (str, os.PathLike)):
                 out[n] = coco.load_image(image, size)
             elif isinstance(image, (bytes, bytearray)):
-                try:
-                    out[n] = coco.decode_image(tf.constant(bytes(image)), size).numpy()
-                except tf.errors.OpError as e:
-                    raise DataError(
-                        f"image {n} is bytes that are not a JPEG, PNG, GIF or BMP image"
-                    ) from e
+                # The header is checked before decoding (format, zoo.images size limits).
+                out[n] = coco.decode_bytes(bytes(image), size, f"image {n}")
             else:
                 out[n] = _resize_array(image, size, n)
         return out
@@ -614,8 +611,10 @@ def _resize_array(image, size, n):
     image = image[..., :3]
     if image.shape[:2] == (size, size) and image.dtype == np.uint8:
         return image
-    resized = tf.image.resize(tf.cast(image, tf.float32), (size, size), antialias=True)
-    return np.clip(np.round(resized.numpy()), 0, 255).astype(np.uint8)
+    if image.dtype != np.uint8:  # float in [0, 255]: already as large as it gets
+        image = np.asarray(image, np.float32)
+    # uint8 pixels are resized as they are: no float32 copy of a large image is made.
+    return resize_uint8(image, size).numpy()
 
 
 def plot_caption(image, result: Caption, path, boxes=None):

@@ -87,26 +87,29 @@ class SavedModelCaptioner:
             )
 
     def load_images(self, images) -> list:
-        """Image files (or encoded bytes) -> uint8 `(H, W, 3)` arrays at their own size."""
+        """Image files (or encoded bytes) -> uint8 `(H, W, 3)` arrays at their own size. Each
+        header is checked before decoding (`zoo.images`: JPEG / PNG / GIF / BMP only, at most
+        `MAX_IMAGE_BYTES` bytes and `MAX_IMAGE_PIXELS` pixels); a `DataError` names the image."""
         import tensorflow as tf
 
+        from zoo import images as zoo_images
+        from zoo.data import coco
         from zoo.errors import DataError
 
         out = []
         for n, image in enumerate(images):
-            name = f"image file {os.fspath(image)!r}" if not isinstance(image, bytes) else \
-                f"image {n}"
-            if not isinstance(image, bytes):
-                if not os.path.isfile(image):
-                    raise DataError(f"Image file {os.fspath(image)!r} does not exist.")
-                with open(image, "rb") as f:
-                    image = f.read()
+            if isinstance(image, (bytes, bytearray)):
+                name, image = f"image {n}", bytes(image)
+            else:
+                name = f"image file {os.fspath(image)!r}"
+                image = coco.read_image_file(image)
+            zoo_images.check_bytes(image, name)
             try:
                 out.append(tf.io.decode_image(image, channels=3, expand_animations=False).numpy())
             except tf.errors.OpError:
                 raise DataError(
-                    f"Cannot read {name}: it is not a JPEG, PNG, GIF or BMP image that "
-                    "TensorFlow can decode."
+                    f"Cannot read {name}: it is a corrupt {zoo_images.FORMATS} file that "
+                    "TensorFlow cannot decode."
                 ) from None
         return out
 

@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 
+from tests import image_files
 from tests.export.conftest import TINY_CAPTIONING
 
 pytestmark = pytest.mark.slow
@@ -66,12 +67,101 @@ def test_other_sizes_and_encoded_files_as_the_captioner(caption_outputs, caption
              captioner.caption(files, batch_size=len(files)))
 
 
-def test_bad_requests_give_outputs(caption_outputs):
+def test_images_without_pixels_are_captioned_as_black(caption_outputs):
     outputs = caption_outputs["outputs"]
     black = outputs["serving_default/black"]["caption"][0]
-    # No pixels, or bytes that are no image: captioned as a black image.
     assert list(outputs["serving_default/no_pixels"]["caption"]) == [black, black]
-    assert list(outputs["serving_bytes/not_images"]["caption"]) == [black, black]
+
+
+# -- serving_bytes: every file judged by its header before it is decoded ---------------------
+
+
+@pytest.fixture(scope="module")
+def served(captioning_export):
+    """The exported SavedModel loaded in this process, as TF Serving's session runs it."""
+    import tensorflow as tf
+
+    return tf.saved_model.load(captioning_export["saved_model"])
+
+
+def _serve_bytes(served, files):
+    import tensorflow as tf
+
+    out = served.signatures["serving_bytes"](image_bytes=tf.constant(files, tf.string))
+    return {k: v.numpy() for k, v in out.items()}
+
+
+# Small files whose header declares 6000 x 5000 = 30 million pixels (the limit is 25 million).
+BOMBS = {
+    "png": lambda: image_files.png_bomb(6000, 5000),  # valid: 29 kB that decode to 90 MB
+    "jpeg": lambda: image_files.jpeg_declaring(6000, 5000),
+    "gif": lambda: image_files.gif_declaring(6000, 5000),
+    "bmp": lambda: image_files.bmp_declaring(6000, 5000),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BOMBS))
+def test_serving_bytes_refuses_more_pixels_than_the_limit(served, caption_inputs, kind):
+    import tensorflow as tf
+
+    from zoo.images import MAX_IMAGE_PIXELS
+
+    assert MAX_IMAGE_PIXELS == 25_000_000  # the documented limit the message names
+    good = caption_inputs["files"][0]
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"image_bytes\[1\] is 6000x5000 = 30000000 pixels, more than the "
+                             r"limit of 25000000 \(MAX_IMAGE_PIXELS\); downscale it first"):
+        _serve_bytes(served, [good, BOMBS[kind]()])
+    # The model goes on serving.
+    assert len(_serve_bytes(served, [good])["caption"]) == 1
+
+
+def test_serving_bytes_refuses_gifs_whose_frames_exceed_the_limit(served, caption_inputs):
+    import tensorflow as tf
+
+    # A 2000 x 2000 screen passes, but its 7 frames hold 28 million pixels, all decoded.
+    bomb = image_files.gif_frames(7, 2000)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"image_bytes\[1\] is a GIF whose frames hold more than 25000000 "
+                             r"pixels in all \(MAX_IMAGE_PIXELS\)"):
+        _serve_bytes(served, [caption_inputs["files"][0], bomb])
+    # Three such frames are within the limit.
+    assert len(_serve_bytes(served, [image_files.gif_frames(3, 2000)])["caption"]) == 1
+
+
+def test_serving_bytes_refuses_more_bytes_than_the_limit(served):
+    import tensorflow as tf
+
+    from zoo.images import MAX_IMAGE_BYTES
+
+    huge = image_files.png_bomb(40, 30) + bytes(MAX_IMAGE_BYTES)  # a PNG, then padding
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=rf"image_bytes\[0\] is {len(huge)} bytes, more than the limit of "
+                             rf"{MAX_IMAGE_BYTES} \(MAX_IMAGE_BYTES\)"):
+        _serve_bytes(served, [huge])
+
+
+@pytest.mark.parametrize("kind", sorted(image_files.not_images()))
+def test_serving_bytes_refuses_what_is_not_an_image_naming_it(served, caption_inputs, kind):
+    # WebP, TIFF, text, noise and empty strings were captioned as a black image: a wrong answer
+    # without an error. Now the request fails, naming the image by its index in the batch.
+    import tensorflow as tf
+
+    files = [caption_inputs["files"][0], caption_inputs["files"][1],
+             image_files.not_images()[kind]]
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"image_bytes\[2\] is not a JPEG, PNG, GIF or BMP file"):
+        _serve_bytes(served, files)
+
+
+def test_serving_bytes_reads_gif_and_bmp_as_the_captioner(served, captioner):
+    files = [image_files.pil_file("GIF", (50, 40), seed=2),
+             image_files.pil_file("BMP", (50, 40), seed=3),
+             image_files.pil_file("BMP", (32, 32), seed=4)]
+    out = _serve_bytes(served, files)
+    results = captioner.caption(files, batch_size=len(files))
+    assert [c.decode() for c in out["caption"]] == [r.text for r in results]
+    np.testing.assert_allclose(out["score"], [r.score for r in results], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("signature", ["serving_default", "serving_bytes", "greedy"])

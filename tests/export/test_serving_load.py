@@ -1,7 +1,12 @@
-"""The exported nmt SavedModel under concurrent load, in the real TF runtime (loaded with
-`tf.saved_model.load`, as TF Serving's session runs it): 8 threads send 2,000 requests of 1-4
-sentences (mixed lengths, empty strings, invalid UTF-8); every answer equals the sequential
-answer to the same request, and memory stops growing after warm-up."""
+"""The exported SavedModels under concurrent load, in the real TF runtime (loaded with
+`tf.saved_model.load`, as TF Serving's session runs it): 8 threads send 2,000 requests; every
+answer equals the sequential answer to the same request, and memory stops growing after
+warm-up.
+
+- nmt: requests of 1-4 sentences (mixed lengths, empty strings, invalid UTF-8);
+- captioning: one image a request, as pixels of several sizes (`serving_default`, `greedy`) or
+  as an encoded file (`serving_bytes`), and refused files (not an image, too many pixels) that
+  must fail with the same error every time."""
 
 import threading
 import time
@@ -120,3 +125,131 @@ def test_concurrent_requests_match_sequential_and_memory_is_stable(loaded_saved_
           f"{per_second:.0f} requests/s (sequential {sequential:.0f}/s); RSS MB before {rss_start:.0f}, "
           + ", ".join(f"after {k}: {v:.0f}" for k, v in sorted(rss.items())))
     assert rss[REQUESTS] - rss[1000] < RSS_MARGIN_MB, rss
+
+
+# -- captioning ------------------------------------------------------------------------------
+
+CAPTION_DISTINCT = 60
+
+
+@pytest.fixture(scope="module")
+def loaded_captioning_model(captioning_export):
+    import tensorflow as tf
+
+    return tf.saved_model.load(captioning_export["saved_model"])
+
+
+def _caption_requests(rng, test_images):
+    """CAPTION_DISTINCT (signature, input name, value) requests of one image each: test scenes
+    and noise at the model's size and others, a black image, PNG and JPEG files; and, one in
+    twelve, a file `serving_bytes` must refuse."""
+    import tensorflow as tf
+
+    from tests import image_files
+
+    size = test_images.shape[1]
+    refused = [image_files.pil_file("WEBP", seed=5), b"not an image",
+               image_files.png_bomb(6000, 5000)]
+    out = []
+    for i in range(CAPTION_DISTINCT):
+        if i % 12 == 11:
+            out.append(("serving_bytes", "image_bytes", [refused[(i // 12) % len(refused)]]))
+            continue
+        kind = rng.integers(4)
+        if kind == 0:
+            image = test_images[rng.integers(len(test_images))]
+        elif kind == 1:
+            h, w = rng.choice([size, size // 2, size * 2, 45], 2)
+            image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        elif kind == 2:
+            image = np.zeros((size, size, 3), np.uint8)
+        else:
+            image = test_images[rng.integers(len(test_images))][:, ::-1]
+        if i % 5 == 0:
+            encode = tf.io.encode_png if i % 10 == 0 else tf.io.encode_jpeg
+            out.append(("serving_bytes", "image_bytes", [encode(np.ascontiguousarray(image)).numpy()]))
+        else:
+            out.append(("serving_default" if i % 5 == 1 else "greedy", "image",
+                        np.ascontiguousarray(image)[None]))
+    return out
+
+
+def _caption_call(model, signature, name, value):
+    import tensorflow as tf
+
+    try:
+        out = model.signatures[signature](**{name: tf.constant(value)})
+    except tf.errors.InvalidArgumentError as e:
+        return {"error": e.message.split("assertion failed: ")[-1].splitlines()[0]}
+    return {k: v.numpy() for k, v in out.items()}
+
+
+def _caption_same(got, want):
+    assert got.keys() == want.keys(), (sorted(got), sorted(want))
+    if "error" in want:
+        assert got["error"] == want["error"]
+        return
+    for key in ("caption", "tokens"):
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+    for key in ("attention", "score"):
+        assert got[key].shape == want[key].shape, key
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+@pytest.mark.slow
+def test_concurrent_caption_requests_match_sequential_and_memory_is_stable(
+        loaded_captioning_model, caption_inputs):
+    model = loaded_captioning_model
+    rng = np.random.default_rng(9)
+    requests = _caption_requests(rng, caption_inputs["images"])
+    start = time.perf_counter()
+    expected = [_caption_call(model, *r) for r in requests]  # also the warm-up
+    sequential = len(requests) / (time.perf_counter() - start)
+    errors_expected = [e for e in expected if "error" in e]
+    assert len(errors_expected) == CAPTION_DISTINCT // 12
+    assert all("image_bytes[0] is" in e["error"] for e in errors_expected), errors_expected
+    assert all(len(e["caption"]) == 1 for e in expected if "error" not in e)
+
+    order = rng.integers(len(requests), size=REQUESTS)
+    order[: len(requests)] = np.arange(len(requests))  # every distinct request at least once
+    rng.shuffle(order)
+    lock = threading.Lock()
+    state = {"next": 0, "done": 0, "rss": {}}
+    errors = []
+
+    def worker():
+        while True:
+            with lock:
+                if state["next"] >= REQUESTS or errors:
+                    return
+                i = state["next"]
+                state["next"] += 1
+            signature, name, value = requests[order[i]]
+            try:
+                _caption_same(_caption_call(model, signature, name, value), expected[order[i]])
+            except Exception as e:  # noqa: BLE001 - reported below with the request
+                with lock:
+                    errors.append(f"request {i} ({signature}, #{order[i]}): {type(e).__name__}: {e}")
+                return
+            with lock:
+                state["done"] += 1
+                if state["done"] in (1, 500, 1000, 1500, REQUESTS):
+                    state["rss"][state["done"]] = _rss_mb()
+
+    rss_start = _rss_mb()
+    threads = [threading.Thread(target=worker) for _ in range(THREADS)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - start
+
+    assert not errors, errors[:3]
+    assert state["done"] == REQUESTS
+    rss = state["rss"]
+    print(f"\ncaptioning serving load: {REQUESTS} requests, {THREADS} threads, {seconds:.1f} s, "
+          f"{REQUESTS / seconds:.0f} requests/s (sequential {sequential:.0f}/s); RSS MB before "
+          f"{rss_start:.0f}, " + ", ".join(f"after {k}: {v:.0f}" for k, v in sorted(rss.items())))
+    # From the end of the first quarter to the end: allocator noise only, no growth per request.
+    assert rss[REQUESTS] - rss[REQUESTS // 4] < RSS_MARGIN_MB, rss

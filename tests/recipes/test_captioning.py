@@ -1,5 +1,6 @@
 """The captioning recipe: data, a train step, decoding consistency, evaluation, resume, COCO data."""
 
+import io
 import json
 import os
 
@@ -9,6 +10,7 @@ import tensorflow as tf
 
 from recipes import captioning, training
 from recipes.config import ConfigError, apply_overrides, from_words
+from tests import image_files
 from zoo import decoding, text
 from zoo.data import digit_scenes
 from zoo.errors import DataError
@@ -295,6 +297,71 @@ def test_coco_data_trains_and_evaluates(runs_root, tmp_path):
     os.remove(image_dir / "sub" / "scene_3.png")
     with pytest.raises(DataError, match="scene_3.png.*does not exist"):
         captioning.load_splits(config)
+
+
+# -- images from outside: judged by their header before they are decoded ---------------------
+
+
+def _one_line(error):
+    message = str(error.value)
+    assert "\n" not in message, message
+    return message
+
+
+def test_coco_loader_refuses_oversized_and_foreign_images_naming_the_file(tmp_path):
+    from zoo.images import MAX_IMAGE_BYTES
+
+    json_path, image_dir = write_coco(tmp_path, count=4)
+    config = tiny_config(coco_json=str(json_path), image_dir=str(image_dir))
+    target = image_dir / "sub" / "scene_2.png"
+    cases = [
+        # 29 kB that decode to 90 MB: refused from its header, before decoding.
+        (image_files.png_bomb(6000, 5000),
+         "it is 6000x5000 = 30,000,000 pixels, more than the limit of 25,000,000 "
+         "(zoo.images.MAX_IMAGE_PIXELS); downscale it first"),
+        (image_files.jpeg_declaring(6000, 5000), "it is 6000x5000 = 30,000,000 pixels"),
+        (image_files.gif_frames(7, 2000), "it is a GIF of 7 frames holding 28,000,000 pixels"),
+        # TensorFlow decodes WebP, but the documented formats are JPEG, PNG, GIF and BMP.
+        (image_files.pil_file("WEBP"), "it is a WebP file, not a JPEG, PNG, GIF or BMP file; "
+                                       "convert it to PNG or JPEG"),
+        (image_files.pil_file("TIFF"), "it is a TIFF file"),
+    ]
+    for data, message in cases:
+        target.write_bytes(data)
+        with pytest.raises(DataError) as error:
+            captioning.load_splits(config)
+        assert f"Cannot read image file {str(target)!r}: {message}" in _one_line(error)
+    # More bytes than the limit: refused from the file's size, before it is read (a sparse file).
+    with open(target, "wb") as f:
+        f.write(image_files.png_bomb(40, 30))
+        f.truncate(MAX_IMAGE_BYTES + 1)
+    with pytest.raises(DataError) as error:
+        captioning.load_splits(config)
+    assert (f"Cannot read image file {str(target)!r}: it is {MAX_IMAGE_BYTES + 1:,} bytes, more "
+            f"than the limit of {MAX_IMAGE_BYTES:,} (zoo.images.MAX_IMAGE_BYTES)") in _one_line(error)
+
+
+def test_captioner_refuses_oversized_and_foreign_bytes_naming_the_image(captioner):
+    good = tf.io.encode_png(digit_scenes.make_scenes("test", 1, image_size=32)[0].image).numpy()
+    with pytest.raises(DataError) as error:
+        captioner.caption([good, image_files.png_bomb(6000, 5000)])
+    assert _one_line(error).startswith("Cannot read image 1: it is 6000x5000 = 30,000,000 pixels")
+    for kind, data in image_files.not_images().items():
+        with pytest.raises(DataError) as error:
+            captioner.caption([good, data])
+        assert _one_line(error).startswith("Cannot read image 1: it is "), kind
+        assert "not a JPEG, PNG, GIF or BMP file" in str(error.value), kind
+    # GIF and BMP files are read, as the same pixels in a PNG.
+    pixels = np.asarray(digit_scenes.make_scenes("test", 2, image_size=40)[1].image)
+    from PIL import Image
+
+    files = []
+    for kind in ("PNG", "GIF", "BMP"):
+        out = io.BytesIO()
+        Image.fromarray(pixels).convert("L").save(out, kind)  # grey: GIF keeps every level
+        files.append(out.getvalue())
+    results = captioner.caption(files, beam=1)
+    assert results[1].tokens == results[0].tokens and results[2].tokens == results[0].tokens
 
 
 # -- config ----------------------------------------------------------------------------------

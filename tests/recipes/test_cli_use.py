@@ -308,12 +308,58 @@ def test_caption_from_python(tiny_captioning_run, images, tmp_path):
         recipes.plot_attention(from_path, str(tmp_path / "d.png"))
 
 
-@pytest.mark.slow
-def test_caption_command_with_model(tiny_captioning_run, images, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def captioning_saved_model(tiny_captioning_run, tmp_path_factory):
     from export import export
 
-    folder = export("captioning", tiny_captioning_run, str(tmp_path / "exports"),
-                    tflite=False)["saved_model"]
+    return export("captioning", tiny_captioning_run, str(tmp_path_factory.mktemp("exports")),
+                  tflite=False)["saved_model"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", ["--run", "--model"])
+def test_caption_command_refuses_oversized_and_foreign_images(
+        tiny_captioning_run, captioning_saved_model, images, tmp_path, capsys, source):
+    from tests import image_files
+
+    good = images[0]
+    bad = {
+        "bomb.png": (image_files.png_bomb(6000, 5000),
+                     "it is 6000x5000 = 30,000,000 pixels, more than the limit of 25,000,000 "
+                     "(zoo.images.MAX_IMAGE_PIXELS); downscale it first."),
+        "bomb.gif": (image_files.gif_declaring(6000, 5000), "it is 6000x5000 = 30,000,000 pixels"),
+        "frames.gif": (image_files.gif_frames(7, 2000),
+                       "it is a GIF of 7 frames holding 28,000,000 pixels in all, more than the "
+                       "limit of 25,000,000 (zoo.images.MAX_IMAGE_PIXELS); every frame is "
+                       "decoded: send the first frame alone, as a PNG."),
+        "photo.webp": (image_files.pil_file("WEBP"),
+                       "it is a WebP file, not a JPEG, PNG, GIF or BMP file; convert it to PNG "
+                       "or JPEG."),
+        "scan.tiff": (image_files.pil_file("TIFF"), "it is a TIFF file"),
+        "empty.png": (b"", "it is empty, not a JPEG, PNG, GIF or BMP file."),
+    }
+    paths = []
+    for name, (data, _) in bad.items():
+        paths.append(str(tmp_path / name))
+        with open(paths[-1], "wb") as f:
+            f.write(data)
+    where = tiny_captioning_run if source == "--run" else captioning_saved_model
+    assert main(["caption", "captioning", good, *paths, "--beam", "1", source, where]) == 1
+    captured = capsys.readouterr()
+    expected = recipes.load(tiny_captioning_run).caption([good], beam=1)[0].text
+    assert [line.split("\t") for line in _lines(captured.out)] == [[good, expected]]
+    err = _lines(captured.err)
+    for path, (_, message) in zip(paths, bad.values(), strict=True):
+        line = f"skipped: Cannot read image file {path!r}: {message}"
+        assert any(e.startswith(line) for e in err), (line, err)
+    assert f"{len(paths)} of {len(paths) + 1} images could not be read" in captured.err
+    assert "Traceback" not in captured.err
+
+
+@pytest.mark.slow
+def test_caption_command_with_model(tiny_captioning_run, captioning_saved_model, images, tmp_path,
+                                    capsys):
+    folder = captioning_saved_model
     good, jpeg, broken = images
     run = recipes.load(tiny_captioning_run)
     for beam in (1, TINY_CAPTIONING["beam_size"]):  # the greedy, then the beam signature

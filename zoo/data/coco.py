@@ -23,6 +23,7 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
+from zoo import images
 from zoo.errors import DataError
 
 
@@ -114,50 +115,70 @@ def load_coco_captions(json_path, image_dir, skip_missing=False):
     return pairs
 
 
-def decode_image(image_bytes, size):
+def decode_image(image_bytes, size, name="image"):
     """Decodes an encoded JPEG / PNG / GIF / BMP image into uint8 `(height, width, 3)`.
 
-    Graph-friendly (usable in `tf.data` and serving signatures). The image is resized to `size`
-    without keeping its aspect ratio (bilinear, antialiased); grey images get three channels
-    and an alpha channel is dropped.
+    Graph-friendly (usable in `tf.data` and serving signatures). The header is checked before
+    anything is decoded (`zoo.images.decode_checked`: other formats, more than
+    `zoo.images.MAX_IMAGE_BYTES` bytes or `MAX_IMAGE_PIXELS` pixels are an
+    `InvalidArgumentError` naming `name`); the uint8 image is then resized to `size` without
+    keeping its aspect ratio (bilinear, antialiased); grey images get three channels and an
+    alpha channel is dropped.
 
     Args:
         image_bytes: a scalar string tensor, the encoded file.
         size: an int (square) or `(height, width)`.
+        name: how an error names the image (a string or a scalar string tensor).
 
     Returns:
         A uint8 tensor `(height, width, 3)`.
     """
-    height, width = _size(size)
-    image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
-    image = tf.image.resize(image, (height, width), antialias=True)
-    return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+    return images.decode_checked(image_bytes, _size(size), name)
 
 
 def load_image(path, size):
     """Reads and decodes one image file into a uint8 array `(size, size, 3)`.
 
     Args:
-        path: the image file (JPEG, PNG, GIF or BMP).
+        path: the image file (JPEG, PNG, GIF or BMP), at most `zoo.images.MAX_IMAGE_BYTES`
+            bytes and `zoo.images.MAX_IMAGE_PIXELS` pixels.
         size: an int (square) or `(height, width)`.
 
     Returns:
         A uint8 `np.ndarray` `(height, width, 3)`.
 
     Raises:
-        DataError: naming the file, when it is missing or cannot be decoded as an image.
+        DataError: naming the file, when it is missing, too large, not one of those formats,
+            or cannot be decoded. Its size is judged from the header, before decoding.
     """
+    path = os.fspath(path)
+    _size(size)
+    return decode_bytes(read_image_file(path), size, f"image file {path!r}")
+
+
+def read_image_file(path) -> bytes:
+    """The bytes of an image file, after checking that it exists and is not larger than
+    `zoo.images.MAX_IMAGE_BYTES` (a `DataError` naming it otherwise)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise DataError(f"Image file {path!r} does not exist.")
-    _size(size)
+    images.check_file_size(os.path.getsize(path), f"image file {path!r}")
+    with open(path, "rb") as f:
+        return f.read(images.MAX_IMAGE_BYTES + 1)
+
+
+def decode_bytes(data: bytes, size, name: str):
+    """Checks an encoded image's header (`zoo.images.check_bytes`), then decodes and resizes it
+    to `size`: a uint8 `np.ndarray` `(height, width, 3)`. Errors are a one-line `DataError`,
+    `Cannot read <name>: ...`."""
+    images.check_bytes(data, name)
     try:
-        return decode_image(tf.io.read_file(path), size).numpy()
+        return decode_image(tf.constant(data), size).numpy()
     except tf.errors.OpError as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise DataError(
-            f"Cannot read image file {path!r}: it is not a JPEG, PNG, GIF or BMP image that "
-            f"TensorFlow can decode ({message})."
+            f"Cannot read {name}: it is a corrupt {images.FORMATS} file that TensorFlow "
+            f"cannot decode ({message})."
         ) from error
 
 
