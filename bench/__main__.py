@@ -24,8 +24,9 @@ def _run(args, env=None):
 
 def prepare_model():
     """(run folder, exports root, which) for the inference and scaling items."""
-    if os.path.isdir(os.path.join("runs", "nmt", "latest")):
-        run_dir, which = os.path.realpath("runs/nmt/latest"), "runs/nmt/latest"
+    latest = os.path.join(os.environ.get("ZOO_RUNS", "runs"), "nmt", "latest")
+    if os.path.isdir(latest):
+        run_dir, which = os.path.realpath(latest), latest
     else:
         run_dir = os.path.join(TMP, "runs", "nmt", "bench")
         which = "bench/tmp run (train_size=4000, epochs=2; quality irrelevant for speed)"

@@ -31,7 +31,8 @@ class ExportError(RuntimeError):
 
 
 def default_run(recipe: str) -> str:
-    """`runs/<recipe>/latest`, under `$ZOO_RUNS` when set (as training writes it)."""
+    """`runs/<recipe>/latest`, under `$ZOO_RUNS` when set: `recipes.training.latest_run`'s rule,
+    read here without importing TensorFlow so that a bad run fails fast."""
     return os.path.join(os.environ.get("ZOO_RUNS", "runs"), recipe, "latest")
 
 

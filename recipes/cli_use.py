@@ -43,7 +43,7 @@ def open_model(recipe: str, run: str | None = None, model: str | None = None):
         from recipes.translator import SavedModelTranslator
 
         return SavedModelTranslator(model)
-    run = run or os.path.join(training.RUNS_ROOT, recipe, "latest")
+    run = run or training.latest_run(recipe)
     if not os.path.isdir(os.path.realpath(run)):
         raise training.RunError(
             f"no {recipe} run at {run}; `make train RECIPE={recipe}` (or `python -m recipes "
