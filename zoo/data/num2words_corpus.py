@@ -12,14 +12,12 @@ a semicolon between their items and "; and" before the last ("five ; six hundred
 seven"): no number contains a semicolon or starts with "and", so every list reads one way.
 
     >>> pairs = make_corpus(1000, seed=0)            # English -> French by default
-    >>> pairs.train[2]
-    ('thirteen fifty', 'mille trois cent cinquante')
-    >>> pairs.train[0]
-    ('six billion seven hundred eighty-eight million two hundred eighty-nine thousand eight hundred seventy-seven ; and three hundred two thousand eight hundred thirty-eight', 'six milliards sept cent quatre-vingt-huit millions deux cent quatre-vingt-neuf mille huit cent soixante-dix-sept ; et trois cent deux mille huit cent trente-huit')
+    >>> pairs.train[3]
+    ('twenty-six thousand , nine hundred ; and ninety-nine thousand', 'vingt-six mille neuf cents ; et quatre-vingt-dix-neuf mille')
 
 Sentences are deduplicated and split after shuffling, so no source sentence is in two splits.
 `form_tests` draws held-out test sentences of one form each (plain, "and", commas, both, large
-numbers, lists), to score a model on each; `python -m zoo.data.num2words_corpus forms DIR`
+numbers, round numbers, lists), to score a model on each; `python -m zoo.data.num2words_corpus forms DIR`
 writes them as TSV files for `python -m recipes evaluate nmt --test DIR/forms-and.tsv`.
 """
 
@@ -45,8 +43,9 @@ VERSION = 2
 # groups ("one thousand , two hundred"). "and_commas" is how `num2words` writes them.
 EN_STYLES = ("plain", "and", "commas", "and_commas")
 # The held-out test forms of `form_tests`: single numbers of up to `STYLE_DIGITS` digits in each
-# style, single numbers of more digits (up to max_digits, any style), lists (any style).
-FORMS = (*EN_STYLES, "large", "lists")
+# style, single numbers of more digits (up to max_digits, any style), round numbers (one to three
+# significant digits, any style), lists (any style).
+FORMS = (*EN_STYLES, "large", "round", "lists")
 STYLE_DIGITS = 7
 
 # Words the sentence shapes need besides numbers, per language. Languages num2words knows but
@@ -103,10 +102,16 @@ def supported_languages() -> list[str]:
     return sorted(CONVERTER_CLASSES)
 
 
-def _number(rng: random.Random, max_digits: int, min_digits: int = 1) -> int:
+def _number(rng: random.Random, max_digits: int, min_digits: int = 1, round_share: float = 0.25) -> int:
     # Log-uniform over the number of digits, so small and large numbers are both common.
     digits = rng.randint(min_digits, max_digits)
-    return rng.randint(0 if digits == 1 else 10 ** (digits - 1), 10**digits - 1)
+    n = rng.randint(0 if digits == 1 else 10 ** (digits - 1), 10**digits - 1)
+    if digits > 2 and rng.random() < round_share:
+        # A round number, as people use them ("two million", "one thousand , two hundred",
+        # "three billion"): one to three significant digits, zeros after.
+        scale = 10 ** (digits - rng.randint(1, min(3, digits - 1)))
+        n = n // scale * scale
+    return n
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,10 +145,11 @@ class _Generator:
         return _words(n, lang, to, style)
 
     def sentence(self, rng: random.Random, shape: str | None = None, style: str | None = None,
-                 min_digits: int = 1, max_digits: int | None = None) -> tuple[str, str]:
+                 min_digits: int = 1, max_digits: int | None = None,
+                 round_share: float = 0.25) -> tuple[str, str]:
         """One (source, target) pair: a random shape and English style unless given; numbers
         of `min_digits` to `max_digits` digits (default: the generator's) in the number and list
-        shapes."""
+        shapes, a `round_share` of them round."""
         shape = shape or rng.choice(self.shapes)
         style = style or rng.choice(EN_STYLES)
         top = max_digits or self.max_digits
@@ -152,7 +158,7 @@ class _Generator:
             return tuple(self.words(n, lang, to, style) for lang in self.langs)
 
         if shape == "number":
-            return say(_number(rng, top, min_digits))
+            return say(_number(rng, top, min_digits, round_share))
         if shape == "ordinal":
             return say(rng.randint(1, 10**rng.randint(1, 4)), "ordinal")
         if shape == "year":
@@ -181,7 +187,7 @@ class _Generator:
             return tuple(out)
         # A list: the shape that reaches the long-sentence regime.
         k = rng.randint(2, max(2, self.max_items))
-        nums = [_number(rng, top, min_digits) for _ in range(k)]
+        nums = [_number(rng, top, min_digits, round_share) for _ in range(k)]
         return tuple(
             self._join([self.words(n, lang, "cardinal", style) for n in nums], lang)
             for lang in self.langs
@@ -219,7 +225,8 @@ def make_corpus(
         source_lang, target_lang: any language code `num2words` supports (`supported_languages()`).
         seed: the corpus is a pure function of its arguments (and `VERSION`).
         max_digits: the numbers of the number, list and range shapes have 1 to `max_digits`
-            digits, each count equally likely (10: up to 9,999,999,999, "neuf milliards ...");
+            digits, each count equally likely (10: up to 9,999,999,999, "neuf milliards ..."),
+            a quarter of those of 3 digits or more round ("trois milliards");
             sums add numbers of up to `max_digits - 1` digits, ranges end below twice the
             largest; ordinals stop at 10,000, years and dates run from 1000 to 2099.
         max_items: lists chain 2 to this many numbers (longer lists, longer sentences).
@@ -269,6 +276,8 @@ def form_tests(
       "commas" and "and_commas": a number with a comma);
     - "large": one number of `STYLE_DIGITS + 1` to `max_digits` digits, any style (none if
       max_digits is `STYLE_DIGITS` or less);
+    - "round": one number of 3 to `max_digits` digits, of which one to three significant
+      ("two million", "one thousand , two hundred", "three billion"), any style;
     - "lists": a list of 2 to `max_items` numbers of up to `max_digits` digits, any style.
     """
     gen = _Generator(source_lang, target_lang, max_digits, max_items)
@@ -289,6 +298,8 @@ def form_tests(
                     continue
             elif form == "large":
                 src, tgt = gen.sentence(rng, "number", min_digits=STYLE_DIGITS + 1)
+            elif form == "round":
+                src, tgt = gen.sentence(rng, "number", min_digits=3, round_share=1.0)
             else:
                 src, tgt = gen.sentence(rng, "list")
             src = _tidy(src)

@@ -65,6 +65,10 @@ def _french_list(values: list[int]) -> str:
     return words[0] if len(words) == 1 else " ; ".join(words[:-1]) + " ; et " + words[-1]
 
 
+def _significant(n: int) -> int:
+    return len(str(n).rstrip("0"))
+
+
 def _numbers_only(sentence: str) -> bool:
     vocabulary = {*_UNITS, *_TENS, *_SCALES, "hundred", "and", ",", ";"}
     return all(w in vocabulary or w.split("-")[0] in _TENS for w in sentence.split())
@@ -93,6 +97,10 @@ def test_english_numbers_come_in_every_style(corpus):
     assert any(" thousand , " in s and " plus " in s for s in sources)
     targets = " ".join(t for _, t in _all(corpus))
     assert " milliards " in targets and " millions " in targets
+    # Round numbers as people use them: "two million", "three billion", "one thousand , two hundred".
+    values = [_value(s) for s in single]
+    assert sum(v >= 10**6 and _significant(v) == 1 for v in values) > 5
+    assert sum(1000 <= v < 10**6 and _significant(v) <= 3 and v % 1000 for v in values) > 5
 
 
 @pytest.mark.parametrize("style, english", [
@@ -211,6 +219,9 @@ def test_form_tests_hold_one_form_each_and_leave_out_the_training_sentences(corp
             assert len(values) == 1
             if form == "large":
                 assert values[0] >= 10**7
+                continue
+            if form == "round":
+                assert values[0] >= 100 and _significant(values[0]) <= 3
                 continue
             assert values[0] < 10**7
             assert ("," in src) == ("commas" in form), (form, src)
