@@ -234,3 +234,10 @@ def test_form_tests_hold_one_form_each_and_leave_out_the_training_sentences(corp
     assert names == sorted(f"forms-{f}.tsv" for f in num2words_corpus.FORMS)
     lines = (tmp_path / "forms-and.tsv").read_text(encoding="utf-8").splitlines()
     assert len(lines) == 5 and all(" and " in line.split("\t")[0] for line in lines)
+
+
+def test_forms_command_bad_arguments_are_one_line_errors(tmp_path, capsys):
+    rc = num2words_corpus.main(["forms", str(tmp_path / "out"), "--max-digits", "0"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err == "error: max_digits=0: must be a whole number, at least 1"
+    assert not (tmp_path / "out").exists()
