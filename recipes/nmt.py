@@ -52,8 +52,10 @@ class NmtConfig:
     train_size: int = 40000
     validation_size: int = 1000
     test_size: int = 2000
-    max_digits: int = 7
-    max_items: int = 10
+    # The generated corpus (data=num2words): numbers of up to max_digits digits (10: up to
+    # 9,999,999,999), lists of 2 to max_items of them; see zoo.data.num2words_corpus.make_corpus.
+    max_digits: int = 10
+    max_items: int = 7
     # Longer inputs are cut to this many tokens (in training, evaluation and export alike).
     max_source_length: int = 100
     max_target_length: int = 100
@@ -224,7 +226,8 @@ def load_pairs(config: NmtConfig):
                 "seed", "max_digits", "max_items")
         cache = os.path.join(
             training.RUNS_ROOT, NAME, ".corpus",
-            fingerprint(config, ignore=[k for k in to_dict(config) if k not in keys]) + ".json",
+            fingerprint(config, ignore=[k for k in to_dict(config) if k not in keys])
+            + f"-v{num2words_corpus.VERSION}.json",  # a new generator, a new corpus
         )
         report = f"num2words {config.source_lang}->{config.target_lang}"
         if os.path.exists(cache):  # generating takes ~30 s; evaluate and tune reuse it
