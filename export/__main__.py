@@ -18,12 +18,12 @@ EXAMPLES = """examples:
 """
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str = "python -m export") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m export",
+        prog=prog,
         description="Export a trained run: a SavedModel for TF Serving (exports/RECIPE/VERSION/, "
         "exports/models.config) and a TFLite model for LiteRT (exports/tflite/).",
-        epilog=EXAMPLES,
+        epilog=EXAMPLES.replace("python -m export", prog),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("recipe", help="nmt or captioning")
@@ -52,8 +52,9 @@ def _size(path: str) -> str:
     return f"{total / 1e6:.2f} MB" if total >= 1e5 else f"{total / 1e3:.1f} kB"
 
 
-def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
+def main(argv=None, prog: str = "python -m export") -> int:
+    """`prog`: how the help names the command (`attention-zoo export` from the console command)."""
+    args = _parser(prog).parse_args(argv)
     import export
 
     if args.recipe not in export.EXPORTERS:

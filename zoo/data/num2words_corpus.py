@@ -18,9 +18,12 @@ import functools
 import random
 import re
 
-from num2words import CONVERTER_CLASSES, num2words
+from zoo.errors import DataError, missing_extra
 
-from zoo.errors import DataError
+try:
+    from num2words import CONVERTER_CLASSES, num2words
+except ModuleNotFoundError as e:  # an extra: pip install 'attention-zoo[data]'
+    raise missing_extra(e) from None
 
 # Words the sentence shapes need besides numbers, per language. Languages num2words knows but
 # that are not listed here still work, with the shapes that need no words (numbers and lists).
