@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 
@@ -119,8 +118,10 @@ def _dash_hint(extra: list[str]) -> str:
 def main(argv=None, prog: str = "python -m recipes") -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "export":
-        # The command line fronts all three stages; the recipes library never imports export.
-        export_main = importlib.import_module("export.__main__").main
+        # The command line fronts all three stages: this is the one place in recipes that
+        # reaches export (the recipes library never does; tests/test_packaging.py checks).
+        from export.__main__ import main as export_main
+
         export_prog = f"{prog} export" if prog != "python -m recipes" else "python -m export"
         return export_main(argv[1:], prog=export_prog)
     parser = _parser(prog)

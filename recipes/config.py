@@ -191,7 +191,9 @@ def load_config_file(path: str) -> dict:
     bad = [k for k in values if not isinstance(k, str)]
     if bad:
         raise ConfigError(f"config file {path}: keys must be config key names, got {bad[0]!r}")
-    return {k: v for k, v in values.items() if not k.startswith("//")}  # "//...": comments
+    # "//...": comments; a list is a tuple field's value (encoder_filters: [16, 32])
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()
+            if not k.startswith("//")}
 
 
 def from_words(cls, words: list[str], hp_keys=None):
