@@ -9,15 +9,14 @@ class DataError(ValueError):
     """A data file or data argument is missing, unreadable or malformed."""
 
 
-# The optional packages, by import name, and the extra of setup.cfg that installs each: a user
-# who wants only the layers installs none of them.
+# The optional packages: import name -> (distribution, the extra of setup.cfg that installs it).
+# A user who wants only the layers installs none of them.
 EXTRAS = {
-    "keras_tuner": "tune",
-    "tensorboard": "tune",
-    "ai_edge_litert": "export",
-    "tensorflow_serving": "export",
-    "num2words": "data",
-    "sklearn": "data",
+    "keras_tuner": ("keras-tuner", "tune"),
+    "ai_edge_litert": ("ai-edge-litert", "export"),
+    "tensorflow_serving": ("tensorflow-serving-api", "export"),
+    "num2words": ("num2words", "data"),
+    "sklearn": ("scikit-learn", "data"),
 }
 
 
@@ -25,12 +24,14 @@ def missing_extra(error: ImportError, extra: str | None = None) -> ModuleNotFoun
     """The one-line error for an optional package that is not installed: it names the extra
     that brings it (`raise missing_extra(e) from None` around the import)."""
     name = (getattr(error, "name", None) or "").split(".")[0]
-    extra = extra or EXTRAS.get(name)
+    distribution, known_extra = EXTRAS.get(name, (name, None))
+    extra = extra or known_extra
+    what = name if distribution == name else f"{name} ({distribution})"
     if extra is None:
         fix = "pip install attention-zoo (it installs what the project needs)"
     else:
         fix = f"pip install 'attention-zoo[{extra}]' (or 'attention-zoo[all]')"
-    new = ModuleNotFoundError(f"{name or error} is not installed: {fix}", name=name or None)
+    new = ModuleNotFoundError(f"{what or error} is not installed: {fix}", name=name or None)
     new.extra = extra
     return new
 
