@@ -42,12 +42,16 @@ def _recipes_text() -> str:
 
 def _config_help(command: str, recipe: str | None) -> str:
     """The key=value words `command` takes for `recipe`, read from the config's source."""
-    from recipes import RECIPES, config_help
+    from recipes import RECIPES, check_command, config_help
 
     if recipe not in RECIPES:
         return (f"give a recipe to list its config keys ({command} RECIPE --help)\n\n"
                 + _recipes_text())
     text = config_help(RECIPES[recipe], title=f"{recipe} config keys")
+    try:
+        check_command(command, recipe)
+    except ValueError as e:  # `compare-attention captioning --help`: say so first
+        text = f"note: {e}\n\n{text}"
     text += ("\n  config=FILE  (a .json, .yaml or .yml file of key: value, applied first)"
              "\n  hp=FILE  (a tuning result, best.json: sets the searched hyperparameters)")
     if command == "tune":
@@ -155,13 +159,14 @@ def main(argv=None, prog: str = "python -m recipes") -> int:
 
         keras.config.disable_traceback_filtering()
     try:
-        check_command(args.command, args.recipe)
-        if args.command == "evaluate" and args.test:
-            check_command("evaluate --test", args.recipe)
         if args.command in ("translate", "caption"):
             from recipes import cli_use
 
+            # cli_use says which model each needs (`translate needs an nmt model, ...`).
             return getattr(cli_use, args.command)(args)
+        check_command(args.command, args.recipe)
+        if args.command == "evaluate" and args.test:
+            check_command("evaluate --test", args.recipe)
         recipe = get_recipe(args.recipe)
         func = getattr(recipe, FUNCTIONS[args.command])
         if args.command == "tune":

@@ -19,11 +19,20 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ("zoo", "recipes", "export")
 # Import name -> the distribution that brings it (numpy comes with tensorflow).
 DISTRIBUTIONS = {
-    "tensorflow": "tensorflow", "tensorflow_text": "tensorflow-text", "keras": "keras",
-    "sentencepiece": "sentencepiece", "sacrebleu": "sacrebleu", "matplotlib": "matplotlib",
-    "tqdm": "tqdm", "yaml": "pyyaml", "numpy": "tensorflow", "keras_tuner": "keras-tuner",
-    "tensorboard": "tensorboard", "ai_edge_litert": "ai-edge-litert",
-    "tensorflow_serving": "tensorflow-serving-api", "num2words": "num2words",
+    "tensorflow": "tensorflow",
+    "tensorflow_text": "tensorflow-text",
+    "keras": "keras",
+    "sentencepiece": "sentencepiece",
+    "sacrebleu": "sacrebleu",
+    "matplotlib": "matplotlib",
+    "tqdm": "tqdm",
+    "yaml": "pyyaml",
+    "numpy": "tensorflow",
+    "keras_tuner": "keras-tuner",
+    "tensorboard": "tensorboard",
+    "ai_edge_litert": "ai-edge-litert",
+    "tensorflow_serving": "tensorflow-serving-api",
+    "num2words": "num2words",
     "sklearn": "scikit-learn",
 }
 
@@ -35,8 +44,11 @@ def _setup_cfg() -> configparser.ConfigParser:
 
 
 def _names(requirements: str) -> set[str]:
-    return {re.split(r"[<>=!~;\[ ]", line.strip())[0].lower()
-            for line in requirements.splitlines() if line.strip()}
+    return {
+        re.split(r"[<>=!~;\[ ]", line.strip())[0].lower()
+        for line in requirements.splitlines()
+        if line.strip()
+    }
 
 
 def _modules() -> dict[str, str]:
@@ -60,8 +72,7 @@ def _imports(path: str, top_level_only: bool):
     stack = [(node, []) for node in tree.body]
     while stack:
         node, parents = stack.pop()
-        if top_level_only and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef,
-                                                ast.Lambda)):
+        if top_level_only and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
             continue
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             yield node, parents
@@ -140,8 +151,13 @@ def test_layers_only_install_needs_no_optional_package():
     extras = {name: _names(text) for name, text in cfg["options.extras_require"].items()}
     # tensorboard: training's TensorBoard callback fails without it (tf.summary)
     assert {"tensorflow", "keras", "pyyaml", "tensorboard"} <= core
-    optional = {"keras-tuner", "ai-edge-litert", "tensorflow-serving-api", "scikit-learn",
-                "num2words"}
+    optional = {
+        "keras-tuner",
+        "ai-edge-litert",
+        "tensorflow-serving-api",
+        "scikit-learn",
+        "num2words",
+    }
     assert not core & optional
     assert extras["tune"] == {"keras-tuner"}
     assert extras["export"] == {"ai-edge-litert", "tensorflow-serving-api"}
@@ -168,8 +184,7 @@ def test_every_third_party_import_is_a_dependency():
         for node, parents in _imports(path, top_level_only=True):
             if isinstance(node, ast.ImportFrom) and node.level:
                 continue
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module])
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
             for name in names:
                 top = name.split(".")[0]
                 if top in sys.stdlib_module_names or top in first_party or top == "__future__":
@@ -178,25 +193,31 @@ def test_every_third_party_import_is_a_dependency():
                 if DISTRIBUTIONS[top] in core:
                     continue
                 guarded = any(
-                    isinstance(p, ast.Try) and any(
-                        isinstance(h.type, ast.Name) and h.type.id in ("ImportError",
-                                                                       "ModuleNotFoundError")
-                        for h in p.handlers)
-                    for p in parents)
+                    isinstance(p, ast.Try)
+                    and any(
+                        isinstance(h.type, ast.Name)
+                        and h.type.id in ("ImportError", "ModuleNotFoundError")
+                        for h in p.handlers
+                    )
+                    for p in parents
+                )
                 if not guarded:
                     unguarded.append(f"{module}: import {name}")
     assert not unguarded, "an extra's package imported when the module loads, unguarded: " + (
-        "; ".join(unguarded))
+        "; ".join(unguarded)
+    )
 
 
-@pytest.mark.parametrize("module, distribution, extra",
-                         [(m, d, e) for m, (d, e) in sorted(EXTRAS.items())])
+@pytest.mark.parametrize(
+    "module, distribution, extra", [(m, d, e) for m, (d, e) in sorted(EXTRAS.items())]
+)
 def test_missing_extra_is_one_line_naming_it(module, distribution, extra):
     error = ModuleNotFoundError(f"No module named '{module}'", name=module)
     line = describe(error)
     what = module if module == distribution else f"{module} ({distribution})"
-    assert line == (f"{what} is not installed: pip install 'attention-zoo[{extra}]' "
-                    "(or 'attention-zoo[all]')")
+    assert line == (
+        f"{what} is not installed: pip install 'attention-zoo[{extra}]' (or 'attention-zoo[all]')"
+    )
     assert describe(missing_extra(error)) == line
 
 
@@ -210,15 +231,24 @@ def test_missing_extra_is_one_line_naming_it(module, distribution, extra):
 def test_command_without_its_extra_says_which_to_install(blocked, argv, extra):
     """The package is made unimportable (None in sys.modules, as Python does for a missing one)."""
     module = blocked.split()[0]
-    code = (f"import sys; sys.modules[{module!r}] = None; from recipes.__main__ import main; "
-            f"sys.exit(main({argv!r}))")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "PYTHONPATH": REPO,
-                                            "TF_CPP_MIN_LOG_LEVEL": "3"})
+    code = (
+        f"import sys; sys.modules[{module!r}] = None; from recipes.__main__ import main; "
+        f"sys.exit(main({argv!r}))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     assert proc.returncode == 2, proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
-    assert last == (f"error: {blocked} is not installed: pip install 'attention-zoo[{extra}]' "
-                    "(or 'attention-zoo[all]')")
+    assert last == (
+        f"error: {blocked} is not installed: pip install 'attention-zoo[{extra}]' "
+        "(or 'attention-zoo[all]')"
+    )
     assert "Traceback" not in proc.stderr
 
 
@@ -308,8 +338,18 @@ def test_every_module_imports_alone_in_a_fresh_interpreter():
 
     def import_alone(module):
         proc = subprocess.run(
-            [sys.executable, "-c", "import importlib, sys; importlib.import_module(sys.argv[1])",
-             module], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+            [
+                sys.executable,
+                "-c",
+                "import importlib, sys; importlib.import_module(sys.argv[1])",
+                module,
+            ],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         return None if proc.returncode == 0 else f"{module}: {proc.stderr.strip().splitlines()[-1]}"
 
     modules = sorted(m for m in _modules() if not m.endswith("__main__"))

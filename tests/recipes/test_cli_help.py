@@ -73,8 +73,7 @@ def test_help_shows_every_comment_of_the_config_as_a_meaning(recipe, capsys):
 def test_help_puts_a_comment_under_its_field_and_shows_uncommented_fields(capsys):
     out = _help(capsys, ["train", "nmt", "--help"])
     # The comment right above max_source_length is its meaning, on the lines below it.
-    assert ("  max_source_length=100  (int)\n      Longer inputs are cut to this many tokens"
-            in out)
+    assert "  max_source_length=100  (int)\n      Longer inputs are cut to this many tokens" in out
     # A field without a comment still shows its name, default and type, and no meaning.
     assert "\n  source_lang=en  (str)\n  target_lang=fr  (str)\n" in out
     # A heading comment ("# Model.") names a group instead of meaning its first field.
@@ -92,6 +91,11 @@ def test_compare_attention_help_lists_the_nmt_config(capsys):
     assert "\n  attention=luong_dot  (str)\n" in out
 
 
+def test_help_for_a_command_the_recipe_lacks_says_so(capsys):
+    out = _help(capsys, ["compare-attention", "captioning", "--help"])
+    assert "note: recipe captioning has no compare-attention; recipes with it: nmt" in out
+
+
 def test_help_without_a_recipe_lists_the_recipes(capsys):
     out = _help(capsys, ["train", "--help"])
     assert "give a recipe" in out
@@ -107,7 +111,8 @@ def test_help_names_the_command_as_it_was_run(capsys):
     assert out.startswith("usage: attention-zoo ") and "attention-zoo train nmt" in out
     assert "python -m recipes" not in out and "export" in out
     assert _help(capsys, ["train", "nmt", "--help"], prog="attention-zoo").startswith(
-        "usage: attention-zoo train ")
+        "usage: attention-zoo train "
+    )
     assert _help(capsys, ["train", "nmt", "--help"]).startswith("usage: python -m recipes train ")
     with pytest.raises(SystemExit):
         main(["export", "--help"], prog="attention-zoo")
@@ -116,23 +121,40 @@ def test_help_names_the_command_as_it_was_run(capsys):
 
 def test_help_loads_no_tensorflow():
     """`--help` reads the config from its source file: instant, no TensorFlow."""
-    code = ("import sys; from recipes.__main__ import main; main(['train', 'nmt', '--help']); "
-            "print('loaded' if 'tensorflow' in sys.modules else 'not loaded')")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "PYTHONPATH": REPO})
+    code = (
+        "import sys; from recipes.__main__ import main; main(['train', 'nmt', '--help']); "
+        "print('loaded' if 'tensorflow' in sys.modules else 'not loaded')"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": REPO},
+    )
     assert proc.returncode == 0, proc.stderr
     assert "epochs=10" in proc.stdout and proc.stdout.strip().endswith("not loaded")
 
 
 def test_console_command_runs_the_same_main():
     """setup.cfg's `attention-zoo = recipes.__main__:cli`, as pip's launcher calls it."""
-    code = ("import sys; sys.argv = ['attention-zoo', 'train', 'nmt', '--epochs', '3']; "
-            "from recipes.__main__ import cli; sys.exit(cli())")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "PYTHONPATH": REPO})
+    code = (
+        "import sys; sys.argv = ['attention-zoo', 'train', 'nmt', '--epochs', '3']; "
+        "from recipes.__main__ import cli; sys.exit(cli())"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": REPO},
+    )
     assert proc.returncode == 2
     assert proc.stderr == (
-        "error: write epochs=3 (config keys are key=value words, without dashes)\n")
+        "error: write epochs=3 (config keys are key=value words, without dashes)\n"
+    )
 
 
 # -- --epochs 3 ------------------------------------------------------------------------------------
@@ -160,11 +182,17 @@ def test_dashed_config_key_says_how_to_write_it(argv, hint, capsys):
 @pytest.mark.parametrize("suffix", [".yaml", ".yml", ".YAML"])
 def test_yaml_config_file(tmp_path, suffix):
     path = tmp_path / f"run{suffix}"
-    path.write_text("# a saved run\nattention: bahdanau\nepochs: 2\nlearning_rate: 0.001\n"
-                    "joint_vocab: false\n", encoding="utf-8")
+    path.write_text(
+        "# a saved run\nattention: bahdanau\nepochs: 2\nlearning_rate: 0.001\njoint_vocab: false\n",
+        encoding="utf-8",
+    )
     config = from_words(NmtConfig, [f"config={path}", "epochs=4"])
     assert (config.attention, config.epochs, config.learning_rate, config.joint_vocab) == (
-        "bahdanau", 4, 0.001, False)
+        "bahdanau",
+        4,
+        0.001,
+        False,
+    )
 
 
 def test_yaml_config_file_sets_tuples(tmp_path):
@@ -208,12 +236,15 @@ def test_yaml_config_with_an_unknown_key_names_it(tmp_path):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["compare-attention", "captioning"],
-         "recipe captioning has no compare-attention; recipes with it: nmt"),
-        (["evaluate", "captioning", "--test", "mine.tsv"],
-         "recipe captioning has no evaluate --test; recipes with it: nmt"),
-        (["translate", "captioning", "three"], "recipe captioning has no translate; recipes with it: nmt"),
-        (["caption", "nmt", "scene.png"], "recipe nmt has no caption; recipes with it: captioning"),
+        (
+            ["compare-attention", "captioning"],
+            "recipe captioning has no compare-attention; recipes with it: nmt",
+        ),
+        (
+            ["evaluate", "captioning", "--test", "mine.tsv"],
+            "recipe captioning has no evaluate --test; recipes with it: nmt",
+        ),
+        # translate and caption keep cli_use's own messages (tests/recipes/test_cli_use.py)
         (["compare-attention", "nope"], "unknown recipe 'nope'; known recipes: nmt, captioning"),
     ],
 )
