@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 
@@ -61,6 +62,13 @@ def main(argv=None, prog: str = "python -m export") -> int:
         print(f"error: no exporter for recipe {args.recipe!r}; known: "
               f"{', '.join(sorted(export.EXPORTERS))}", file=sys.stderr)
         return 2
+    # The [export] extra, checked before TensorFlow loads and the model is built.
+    if importlib.util.find_spec("tensorflow_serving") is None:
+        from zoo.errors import missing_extra
+
+        error = ModuleNotFoundError("tensorflow_serving", name="tensorflow_serving")
+        print(f"error: {missing_extra(error)}", file=sys.stderr)
+        return 1
     try:
         paths = export.export(args.recipe, args.run, args.out, tflite=not args.no_tflite,
                               quantize=args.quantize, base_path=args.base_path,

@@ -252,6 +252,28 @@ def test_command_without_its_extra_says_which_to_install(blocked, argv, extra):
     assert "Traceback" not in proc.stderr
 
 
+def test_export_without_its_extra_says_so_before_loading_tensorflow(tmp_path):
+    code = (
+        "import sys; sys.modules['tensorflow_serving'] = None; from export.__main__ import main; "
+        "code = main(['nmt', '--run', sys.argv[1]]); "
+        "print('tensorflow' in sys.modules); sys.exit(code)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": REPO},
+    )
+    assert proc.returncode == 1
+    assert proc.stderr == (
+        "error: tensorflow_serving (tensorflow-serving-api) is not installed: "
+        "pip install 'attention-zoo[export]' (or 'attention-zoo[all]')\n"
+    )
+    assert proc.stdout.strip() == "False"
+
+
 # -- console command, version, license, linter ---------------------------------------------------
 
 
