@@ -68,6 +68,34 @@ def _is_heading(line: str) -> bool:
     return line.endswith(".") and len(line.split()) <= 4 and ":" not in line
 
 
+def _find_class(module: str, class_name: str | None, depth: int = 0):
+    """(source, syntax tree, class name) of the module that defines the config class: the
+    module itself, or the one its `Config` is imported from (`from x.config import A as Config`)."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.origin:
+        raise ImportError(f"no module {module}")
+    with open(spec.origin, encoding="utf-8") as f:
+        source = f.read()
+    tree = ast.parse(source)
+    wanted = class_name
+    if wanted is None:  # what `Config` names: `Config = NmtConfig`, or a class of that name
+        wanted = "Config"
+        for node in tree.body:
+            if (isinstance(node, ast.Assign) and len(node.targets) == 1
+                    and isinstance(node.targets[0], ast.Name) and node.targets[0].id == "Config"
+                    and isinstance(node.value, ast.Name)):
+                wanted = node.value.id
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == wanted:
+            return source, tree, wanted
+    for node in tree.body:  # imported: `from recipes.nmt.config import NmtConfig [as Config]`
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level and depth < 3:
+            for alias in node.names:
+                if (alias.asname or alias.name) == wanted:
+                    return _find_class(node.module, alias.name, depth + 1)
+    raise LookupError(f"{module} defines no config class {wanted}")
+
+
 def config_keys(module: str, class_name: str | None = None) -> list[ConfigKey]:
     """The fields of the config dataclass of `module` (`class_name`, default what its `Config`
     names), read from the source without importing it (no TensorFlow for `--help`).
@@ -76,22 +104,8 @@ def config_keys(module: str, class_name: str | None = None) -> list[ConfigKey]:
     (up to a blank or code line) are its meaning, and a short first line ending in a full stop
     (`# Model.`) is the heading of the group the field starts.
     """
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.origin:
-        raise ImportError(f"no module {module}")
-    with open(spec.origin, encoding="utf-8") as f:
-        source = f.read()
-    tree = ast.parse(source)
-    if class_name is None:
-        for node in tree.body:
-            if (isinstance(node, ast.Assign) and len(node.targets) == 1
-                    and isinstance(node.targets[0], ast.Name) and node.targets[0].id == "Config"
-                    and isinstance(node.value, ast.Name)):
-                class_name = node.value.id
-    cls = next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == class_name),
-               None)
-    if cls is None:
-        raise LookupError(f"{module} has no config class {class_name or 'Config'}")
+    source, tree, class_name = _find_class(module, class_name)
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == class_name)
     own_line, trailing = {}, {}  # line number -> comment text (a line of its own / after code)
     lines = source.splitlines()
     for tok in tokenize.generate_tokens(io.StringIO(source).readline):

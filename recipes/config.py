@@ -166,8 +166,13 @@ def load_config_file(path: str) -> dict:
     try:
         with open(path, encoding="utf-8") as f:
             if is_yaml:
-                import yaml
-
+                try:
+                    import yaml
+                except ModuleNotFoundError:
+                    raise ConfigError(
+                        f"config file {path}: reading YAML needs PyYAML, which attention-zoo "
+                        "installs: pip install pyyaml (or give a .json file)"
+                    ) from None
                 try:
                     values = yaml.safe_load(f)
                 except yaml.YAMLError as e:

@@ -80,6 +80,29 @@ def test_help_puts_a_comment_under_its_field_and_shows_uncommented_fields(capsys
     assert "  -- Model\n  attention=luong_dot  (str)\n      Luong dot attention" in out
 
 
+def test_config_keys_follow_a_config_imported_from_another_module(tmp_path, monkeypatch):
+    """A recipe package whose `Config` comes from its config module (one folder per recipe)."""
+    from recipes import config_keys
+
+    package = tmp_path / "layoutcheck"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        "from layoutcheck.config import TaskConfig as Config\n", encoding="utf-8"
+    )
+    (package / "config.py").write_text(
+        "import dataclasses\n\n\n@dataclasses.dataclass(frozen=True)\nclass TaskConfig:\n"
+        "    # Training.\n    # Passes over the data.\n    epochs: int = 10\n"
+        "    names: tuple[str, ...] = ('a', 'b')  # which ones\n",
+        encoding="utf-8",
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    keys = config_keys("layoutcheck")
+    assert [(k.name, k.type, k.default, k.meaning, k.section) for k in keys] == [
+        ("epochs", "int", 10, "Passes over the data.", "Training."),
+        ("names", "tuple[str, ...]", ("a", "b"), "which ones", ""),
+    ]
+
+
 def test_tune_help_also_lists_the_search_settings(capsys):
     out = _help(capsys, ["tune", "nmt", "--help"])
     assert "tuning keys" in out and "\n  tuner=hyperband  (str)\n" in out
