@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 
@@ -18,12 +19,12 @@ EXAMPLES = """examples:
 """
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str = "python -m export") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m export",
+        prog=prog,
         description="Export a trained run: a SavedModel for TF Serving (exports/RECIPE/VERSION/, "
         "exports/models.config) and a TFLite model for LiteRT (exports/tflite/).",
-        epilog=EXAMPLES,
+        epilog=EXAMPLES.replace("python -m export", prog),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("recipe", help="nmt or captioning")
@@ -52,14 +53,22 @@ def _size(path: str) -> str:
     return f"{total / 1e6:.2f} MB" if total >= 1e5 else f"{total / 1e3:.1f} kB"
 
 
-def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
+def main(argv=None, prog: str = "python -m export") -> int:
+    """`prog`: how the help names the command (`attention-zoo export` from the console command)."""
+    args = _parser(prog).parse_args(argv)
     import export
 
     if args.recipe not in export.EXPORTERS:
         print(f"error: no exporter for recipe {args.recipe!r}; known: "
               f"{', '.join(sorted(export.EXPORTERS))}", file=sys.stderr)
         return 2
+    # The [export] extra, checked before TensorFlow loads and the model is built.
+    if importlib.util.find_spec("tensorflow_serving") is None:
+        from zoo.errors import missing_extra
+
+        error = ModuleNotFoundError("tensorflow_serving", name="tensorflow_serving")
+        print(f"error: {missing_extra(error)}", file=sys.stderr)
+        return 1
     try:
         paths = export.export(args.recipe, args.run, args.out, tflite=not args.no_tflite,
                               quantize=args.quantize, base_path=args.base_path,

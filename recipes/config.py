@@ -159,22 +159,51 @@ def load_hp_file(path: str) -> dict:
 
 
 def load_config_file(path: str) -> dict:
-    """A saved configuration (`config=FILE`): a JSON object of config keys and values."""
+    """A saved configuration (`config=FILE`): a JSON object, or a YAML mapping (`.yaml`, `.yml`,
+    read with PyYAML's `safe_load`: plain data only), of config keys and values."""
+    is_yaml = path.lower().endswith((".yaml", ".yml"))
+    kind = "YAML mapping" if is_yaml else "JSON object"
     try:
         with open(path, encoding="utf-8") as f:
-            values = json.load(f)
+            if is_yaml:
+                try:
+                    import yaml
+                except ModuleNotFoundError:
+                    raise ConfigError(
+                        f"config file {path}: reading YAML needs PyYAML, which attention-zoo "
+                        "installs: pip install pyyaml (or give a .json file)"
+                    ) from None
+                try:
+                    values = yaml.safe_load(f)
+                except yaml.YAMLError as e:
+                    where = getattr(e, "problem_mark", None)
+                    at = f" at line {where.line + 1}" if where is not None else ""
+                    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+                    raise ConfigError(
+                        f"cannot read config file {path}: not valid YAML{at}: {problem}"
+                    ) from None
+            else:
+                values = json.load(f)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ConfigError(f"cannot read config file {path}: {e}") from None
     if not isinstance(values, dict):
-        raise ConfigError(f"config file {path}: expected a JSON object of key: value")
-    return {k: v for k, v in values.items() if not k.startswith("//")}  # "//...": comments
+        raise ConfigError(
+            f"config file {path}: expected a {kind} of key: value, got "
+            f"{'nothing' if values is None else type(values).__name__}"
+        )
+    bad = [k for k in values if not isinstance(k, str)]
+    if bad:
+        raise ConfigError(f"config file {path}: keys must be config key names, got {bad[0]!r}")
+    # "//...": comments; a list is a tuple field's value (encoder_filters: [16, 32])
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()
+            if not k.startswith("//")}
 
 
 def from_words(cls, words: list[str], hp_keys=None):
-    """Builds `cls()` from `key=value` words: `config=FILE` (a JSON config) applies first, then
-    `hp=FILE` (a tuning result), then the other words.
+    """Builds `cls()` from `key=value` words: `config=FILE` (a JSON or YAML config) applies
+    first, then `hp=FILE` (a tuning result), then the other words.
 
     An hp file may set only `hp_keys` (the recipe's searched hyperparameters): a tuning result
     can come from another machine's oracle, so it never names run ids, data or paths. `None`:

@@ -53,7 +53,6 @@ import time
 import traceback
 
 import keras
-import keras_tuner as kt
 import numpy as np
 import tensorflow as tf
 
@@ -67,6 +66,12 @@ from recipes.config import (
     write_json,
 )
 from recipes.trials import CachedTrialData
+from zoo.errors import missing_extra
+
+try:
+    import keras_tuner as kt
+except ModuleNotFoundError as e:  # an extra: pip install 'attention-zoo[tune]'
+    raise missing_extra(e) from None
 
 TUNERS = ("hyperband", "bayesian", "random")
 

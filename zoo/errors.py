@@ -9,6 +9,33 @@ class DataError(ValueError):
     """A data file or data argument is missing, unreadable or malformed."""
 
 
+# The optional packages: import name -> (distribution, the extra of setup.cfg that installs it).
+# A user who wants only the layers installs none of them.
+EXTRAS = {
+    "keras_tuner": ("keras-tuner", "tune"),
+    "ai_edge_litert": ("ai-edge-litert", "export"),
+    "tensorflow_serving": ("tensorflow-serving-api", "export"),
+    "num2words": ("num2words", "data"),
+    "sklearn": ("scikit-learn", "data"),
+}
+
+
+def missing_extra(error: ImportError, extra: str | None = None) -> ModuleNotFoundError:
+    """The one-line error for an optional package that is not installed: it names the extra
+    that brings it (`raise missing_extra(e) from None` around the import)."""
+    name = (getattr(error, "name", None) or "").split(".")[0]
+    distribution, known_extra = EXTRAS.get(name, (name, None))
+    extra = extra or known_extra
+    what = name if distribution == name else f"{name} ({distribution})"
+    if extra is None:
+        fix = "pip install attention-zoo (it installs what the project needs)"
+    else:
+        fix = f"pip install 'attention-zoo[{extra}]' (or 'attention-zoo[all]')"
+    new = ModuleNotFoundError(f"{what or error} is not installed: {fix}", name=name or None)
+    new.extra = extra
+    return new
+
+
 def describe(error: BaseException) -> str:
     """One line for a command that failed: what went wrong and what to do.
 
@@ -27,6 +54,11 @@ def describe(error: BaseException) -> str:
             return (f"{error.strerror or 'permission denied'}{where}; write somewhere this user "
                     f"may (runs go under ZOO_RUNS, default runs/; exports under --out){debug}")
         return f"{error.strerror or error}{where}{debug}"
+    if isinstance(error, ModuleNotFoundError):
+        if getattr(error, "extra", None) is not None:
+            return str(error)
+        named = missing_extra(error)
+        return str(named) if named.extra else f"{named}{debug}"
     if isinstance(error, MemoryError) or type(error).__name__ == "ResourceExhaustedError":
         return ("out of memory; lower batch_size (or batch_tokens), max_source_length or the "
                 f"model size{debug}")

@@ -31,9 +31,12 @@ import random
 import re
 import sys
 
-from num2words import CONVERTER_CLASSES, num2words
+from zoo.errors import DataError, missing_extra
 
-from zoo.errors import DataError
+try:
+    from num2words import CONVERTER_CLASSES, num2words
+except ModuleNotFoundError as e:  # an extra: pip install 'attention-zoo[data]'
+    raise missing_extra(e) from None
 
 # Bumped whenever the same arguments give different sentences (caches are keyed by it).
 VERSION = 2
