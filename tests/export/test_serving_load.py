@@ -71,16 +71,14 @@ def _same(got, want):
         np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-6, err_msg=key)
 
 
-@pytest.mark.slow
-def test_concurrent_requests_match_sequential_and_memory_is_stable(loaded_saved_model):
-    model = loaded_saved_model
-    rng = np.random.default_rng(8)
-    requests = _requests(rng)
-    # Sequential answers (this is also the warm-up: every shape of search is traced and run).
+def _under_load(rng, requests, call, same):
+    """Sends REQUESTS requests, drawn with repeats from `requests` (each at least once), from
+    THREADS threads; checks each answer with `same(call(request), expected)` against the
+    sequential answers. Returns (sequential requests/s, seconds, RSS MB before, {requests
+    done: RSS MB})."""
     start = time.perf_counter()
-    expected = [_call(model, sig, texts) for sig, texts in requests]
+    expected = [call(r) for r in requests]  # also the warm-up: every shape traced and run
     sequential = len(requests) / (time.perf_counter() - start)
-    assert all(len(e["translation"]) == len(r[1]) for e, r in zip(expected, requests, strict=True))
 
     order = rng.integers(len(requests), size=REQUESTS)
     order[: len(requests)] = np.arange(len(requests))  # every distinct request at least once
@@ -96,12 +94,12 @@ def test_concurrent_requests_match_sequential_and_memory_is_stable(loaded_saved_
                     return
                 i = state["next"]
                 state["next"] += 1
-            sig, texts = requests[order[i]]
             try:
-                _same(_call(model, sig, texts), expected[order[i]])
+                same(call(requests[order[i]]), expected[order[i]])
             except Exception as e:  # noqa: BLE001 - reported below with the request
                 with lock:
-                    errors.append(f"request {i} ({sig}, {texts!r}): {type(e).__name__}: {e}")
+                    errors.append(f"request {i} (#{order[i]}: {requests[order[i]]!r:.200}): "
+                                  f"{type(e).__name__}: {e}")
                 return
             with lock:
                 state["done"] += 1
@@ -116,14 +114,26 @@ def test_concurrent_requests_match_sequential_and_memory_is_stable(loaded_saved_
     for t in threads:
         t.join()
     seconds = time.perf_counter() - start
-
     assert not errors, errors[:3]
     assert state["done"] == REQUESTS
-    rss = state["rss"]
-    per_second = REQUESTS / seconds
-    print(f"\nserving load: {REQUESTS} requests, {THREADS} threads, {seconds:.1f} s, "
-          f"{per_second:.0f} requests/s (sequential {sequential:.0f}/s); RSS MB before {rss_start:.0f}, "
-          + ", ".join(f"after {k}: {v:.0f}" for k, v in sorted(rss.items())))
+    return expected, sequential, seconds, rss_start, state["rss"]
+
+
+def _report(what, sequential, seconds, rss_start, rss):
+    print(f"\n{what} serving load: {REQUESTS} requests, {THREADS} threads, {seconds:.1f} s, "
+          f"{REQUESTS / seconds:.0f} requests/s (sequential {sequential:.0f}/s); RSS MB before "
+          f"{rss_start:.0f}, " + ", ".join(f"after {k}: {v:.0f}" for k, v in sorted(rss.items())))
+
+
+@pytest.mark.slow
+def test_concurrent_requests_match_sequential_and_memory_is_stable(loaded_saved_model):
+    model = loaded_saved_model
+    rng = np.random.default_rng(8)
+    requests = _requests(rng)
+    expected, *figures = _under_load(rng, requests, lambda r: _call(model, *r), _same)
+    assert all(len(e["translation"]) == len(r[1]) for e, r in zip(expected, requests, strict=True))
+    _report("nmt", *figures)
+    rss = figures[-1]
     assert rss[REQUESTS] - rss[1000] < RSS_MARGIN_MB, rss
 
 
@@ -202,54 +212,13 @@ def test_concurrent_caption_requests_match_sequential_and_memory_is_stable(
     model = loaded_captioning_model
     rng = np.random.default_rng(9)
     requests = _caption_requests(rng, caption_inputs["images"])
-    start = time.perf_counter()
-    expected = [_caption_call(model, *r) for r in requests]  # also the warm-up
-    sequential = len(requests) / (time.perf_counter() - start)
+    expected, *figures = _under_load(rng, requests, lambda r: _caption_call(model, *r),
+                                     _caption_same)
     errors_expected = [e for e in expected if "error" in e]
     assert len(errors_expected) == CAPTION_DISTINCT // 12
     assert all("image_bytes[0] is" in e["error"] for e in errors_expected), errors_expected
     assert all(len(e["caption"]) == 1 for e in expected if "error" not in e)
-
-    order = rng.integers(len(requests), size=REQUESTS)
-    order[: len(requests)] = np.arange(len(requests))  # every distinct request at least once
-    rng.shuffle(order)
-    lock = threading.Lock()
-    state = {"next": 0, "done": 0, "rss": {}}
-    errors = []
-
-    def worker():
-        while True:
-            with lock:
-                if state["next"] >= REQUESTS or errors:
-                    return
-                i = state["next"]
-                state["next"] += 1
-            signature, name, value = requests[order[i]]
-            try:
-                _caption_same(_caption_call(model, signature, name, value), expected[order[i]])
-            except Exception as e:  # noqa: BLE001 - reported below with the request
-                with lock:
-                    errors.append(f"request {i} ({signature}, #{order[i]}): {type(e).__name__}: {e}")
-                return
-            with lock:
-                state["done"] += 1
-                if state["done"] in (1, 500, 1000, 1500, REQUESTS):
-                    state["rss"][state["done"]] = _rss_mb()
-
-    rss_start = _rss_mb()
-    threads = [threading.Thread(target=worker) for _ in range(THREADS)]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    seconds = time.perf_counter() - start
-
-    assert not errors, errors[:3]
-    assert state["done"] == REQUESTS
-    rss = state["rss"]
-    print(f"\ncaptioning serving load: {REQUESTS} requests, {THREADS} threads, {seconds:.1f} s, "
-          f"{REQUESTS / seconds:.0f} requests/s (sequential {sequential:.0f}/s); RSS MB before "
-          f"{rss_start:.0f}, " + ", ".join(f"after {k}: {v:.0f}" for k, v in sorted(rss.items())))
+    _report("captioning", *figures)
     # From the end of the first quarter to the end: allocator noise only, no growth per request.
+    rss = figures[-1]
     assert rss[REQUESTS] - rss[REQUESTS // 4] < RSS_MARGIN_MB, rss
