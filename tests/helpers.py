@@ -2,6 +2,8 @@
 
 import inspect
 import os
+import subprocess
+import sys
 import tempfile
 
 import keras
@@ -147,3 +149,15 @@ def train_under(root, train, config, **kwargs):
         return train(config, quiet=True, **kwargs)
     finally:
         training.RUNS_ROOT = old
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_python(code: str, *args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    """`python -c code args...` in a fresh interpreter at the repository root (this checkout's
+    packages first), its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=REPO, capture_output=True, text=True,
+        timeout=timeout, env={**os.environ, "PYTHONPATH": REPO},
+    )

@@ -13,6 +13,7 @@ import sys
 import pytest
 
 import zoo
+from tests.helpers import run_python
 from zoo.errors import EXTRAS, describe, missing_extra
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -258,14 +259,7 @@ def test_export_without_its_extra_says_so_before_loading_tensorflow(tmp_path):
         "code = main(['nmt', '--run', sys.argv[1]]); "
         "print('tensorflow' in sys.modules); sys.exit(code)"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code, str(tmp_path)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": REPO},
-    )
+    proc = run_python(code, str(tmp_path))
     assert proc.returncode == 1
     assert proc.stderr == (
         "error: tensorflow_serving (tensorflow-serving-api) is not installed: "

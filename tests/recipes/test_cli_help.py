@@ -7,8 +7,6 @@ import dataclasses
 import inspect
 import io
 import os
-import subprocess
-import sys
 import tokenize
 
 import pytest
@@ -18,6 +16,7 @@ from recipes.__main__ import FUNCTIONS, main
 from recipes.captioning import CaptioningConfig
 from recipes.config import ConfigError, from_words
 from recipes.nmt import NmtConfig
+from tests.helpers import run_python
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = {"nmt": NmtConfig, "captioning": CaptioningConfig}
@@ -148,14 +147,7 @@ def test_help_loads_no_tensorflow():
         "import sys; from recipes.__main__ import main; main(['train', 'nmt', '--help']); "
         "print('loaded' if 'tensorflow' in sys.modules else 'not loaded')"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": REPO},
-    )
+    proc = run_python(code)
     assert proc.returncode == 0, proc.stderr
     assert "epochs=10" in proc.stdout and proc.stdout.strip().endswith("not loaded")
 
@@ -166,14 +158,7 @@ def test_console_command_runs_the_same_main():
         "import sys; sys.argv = ['attention-zoo', 'train', 'nmt', '--epochs', '3']; "
         "from recipes.__main__ import cli; sys.exit(cli())"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": REPO},
-    )
+    proc = run_python(code)
     assert proc.returncode == 2
     assert proc.stderr == (
         "error: write epochs=3 (config keys are key=value words, without dashes)\n"
