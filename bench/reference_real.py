@@ -145,6 +145,15 @@ class Export(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
     def translate(self, texts):
+        return self._decode(texts, self.max_length)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string), tf.TensorSpec([], tf.int32)])
+    def translate_upto(self, texts, max_length):
+        """`translate` stopping after `max_length` words: the bench gives it the length of the
+        reference translation, what a converged model would decode before its [END]."""
+        return self._decode(texts, max_length)
+
+    def _decode(self, texts, max_length):
         source = self.source_vec(texts)
         context = self.model.encoder(source)
         source_mask = source != 0
@@ -153,7 +162,7 @@ class Export(tf.Module):
         state = tf.zeros([batch, self.model.decoder.units])
         done = tf.zeros([batch, 1], tf.bool)
         out = tf.TensorArray(tf.int64, size=0, dynamic_size=True)
-        for i in tf.range(self.max_length):
+        for i in tf.range(max_length):
             logits, state = self.model.decoder(context, source_mask, token, state)
             token = tf.argmax(logits[:, -1:, :], axis=-1)
             done = done | (token == self.end_id)
@@ -170,5 +179,6 @@ class Export(tf.Module):
 
 def save(model, source_vec, target_vec, path, max_length=200):
     module = Export(model, source_vec, target_vec, max_length)
-    tf.saved_model.save(module, path, signatures={"translate": module.translate})
+    tf.saved_model.save(module, path, signatures={"translate": module.translate,
+                                                  "translate_upto": module.translate_upto})
     return path
