@@ -649,6 +649,7 @@ def write(results, out):
             f.write(content)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(f.name, 0o644)
         os.replace(f.name, path)
 
 
