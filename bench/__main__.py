@@ -1,4 +1,7 @@
-"""`python -m bench [--quick]`: runs items 1-4 and writes results.json, results.md, scaling.png.
+"""`python -m bench [--quick] [--data DIR --run RUN]`: runs items 1-4 and writes results.json,
+results.md, scaling.png; with --data (a folder of train/valid/test.tsv, e.g. data/bible-en-fr from
+`make data CORPUS=bible-en-fr`) also item 5, real text against a Keras tutorial-style reference
+(bench/real_text.py; --run: a trained run of configs/nmt-real-text.json, default runs/nmt/latest).
 
 The nmt model for inference and scaling is `runs/nmt/latest` when it exists; otherwise a small
 run trained under bench/tmp (train_size=4000, epochs=2: quality does not matter for speed),
@@ -47,10 +50,25 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="tiny repeats: a smoke pass, not figures")
     p.add_argument("--out", default=HERE, help="where results.json/.md and scaling.png go")
     p.add_argument("--only", nargs="*", default=None,
-                   help="subset of: layers training inference scaling profile")
+                   help="subset of: layers training inference scaling profile real_text")
+    p.add_argument("--data", default=None,
+                   help="real_text: folder with train.tsv, valid.tsv, test.tsv (make data "
+                        "CORPUS=bible-en-fr builds data/bible-en-fr)")
+    p.add_argument("--run", default=None,
+                   help="real_text: a trained nmt run of the real-text configuration "
+                        "(default runs/nmt/latest)")
     args = p.parse_args(argv)
     q = args.quick
-    want = set(args.only or ["layers", "training", "profile", "inference", "scaling"])
+    want = set(args.only or ["layers", "training", "profile", "inference", "scaling"]
+               + (["real_text"] if args.data else []))
+    if "real_text" in want:
+        if not args.data or not os.path.isdir(args.data):
+            p.error(f"real_text needs --data DIR, a folder with train.tsv, valid.tsv and test.tsv "
+                    f"(got {args.data!r}; make data CORPUS=bible-en-fr builds data/bible-en-fr)")
+        args.run = args.run or os.path.join(os.environ.get("ZOO_RUNS", "runs"), "nmt", "latest")
+        if not os.path.exists(os.path.join(args.run, "model.keras")):
+            p.error(f"real_text: --run {args.run} has no model.keras; train one with python -m "
+                    "recipes train nmt config=configs/nmt-real-text.json data=DIR")
     t_start = time.time()
 
     os.makedirs(TMP, exist_ok=True)
@@ -76,9 +94,8 @@ def main(argv=None):
                                        **({"batch": 8, "tq": 4, "tv": 8, "d": 16} if q else {}))
 
     if {"training", "profile"} & want:
-        from recipes.nmt import NmtConfig
-
         from bench import training
+        from recipes.nmt import NmtConfig
 
         config = NmtConfig(train_size=4000, validation_size=200, test_size=200)
         if "training" in want:
@@ -114,6 +131,12 @@ def main(argv=None):
             kwargs = dict(lengths=(10, 50), beams=(1, 2), steps=5, repeats=1) if q else {"repeats": 3}
             results["scaling"] = scaling.run(translator.model, len(translator.source_vocab), **kwargs)
             scaling.plot(results["scaling"], os.path.join(args.out, "scaling.png"))
+
+    if "real_text" in want:
+        print("== 5. real text against a Keras tutorial-style reference", flush=True)
+        from bench import real_text
+
+        results["real_text"] = real_text.run(args.data, os.path.realpath(args.run), q, args.out)
 
     results["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     results["wall_seconds"] = round(time.time() - t_start, 1)

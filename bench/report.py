@@ -68,4 +68,8 @@ def markdown(r):
         top = ", ".join(f"{p['function']} {p['share']:.0%}" for p in r["profile_top"])
         lines.append(f"Training-step profile (TensorFlow profiler, bench/profile.txt), share of "
                      f"busy op time: {top}.")
+    if r.get("real_text"):
+        from bench import real_text
+
+        lines += ["", "Real text (bench/results-real-text.md):", "", real_text.markdown(r["real_text"])]
     return "\n".join(lines) + "\n"
