@@ -137,6 +137,7 @@ def beam_search(
     length_penalty=0.0,
     coverage_penalty=0.0,
     n_best=1,
+    exact=False,
 ):
     """Decodes with beam search, ranking hypotheses by GNMT's length and coverage penalties.
 
@@ -154,9 +155,13 @@ def beam_search(
     Each sentence keeps `beam_size` alive hypotheses. At every step its `beam_size` best
     expansions are taken; those ending with `end_id` join a pool of the `n_best` best finished
     hypotheses, and the `beam_size` best expansions that do not end stay alive, so the beam never
-    shrinks. A sentence stops (its finished pool is frozen) once its best alive hypothesis can no
-    longer beat its `n_best`-th finished one: log-probabilities only fall, `lp` is monotonic in
-    the length and `cp <= 0`. The loop ends when every sentence has stopped, or at `max_length`;
+    shrinks. A sentence stops (its finished pool is frozen) once its best alive hypothesis, ended
+    at the next step, would not beat its `n_best`-th finished one (as most toolkits stop). With
+    `exact=True` it stops only once no continuation can: log-probabilities only fall, `lp` is
+    monotonic in the length and `cp <= 0`, so the bound is the best alive log-probability over
+    `lp(max_length)`. That bound is loose when `alpha > 0` and `max_length` is far off (a model
+    that continues confidently after its end ran to `max_length`), so it is off by default; the
+    two agree when `alpha == 0`. The loop ends when every sentence has stopped, or at `max_length`;
     a sentence with fewer than `n_best` finished hypotheses then fills in with alive ones.
     With `beam_size=1` and no penalties this returns exactly `greedy_search`'s tokens, attention
     and score.
@@ -176,6 +181,9 @@ def beam_search(
         coverage_penalty: Python float `>= 0`, `beta`. Defaults to `0.0` (no coverage term).
         n_best: Python int `<= beam_size`, the number of hypotheses returned per sentence.
             Defaults to `1`.
+        exact: Python bool: stop a sentence only when no continuation can beat its finished
+            hypotheses (up to `max_length`), instead of when its best alive hypothesis ended at
+            the next step would not. Defaults to `False`.
 
     Returns:
         A dict with, best hypothesis first,
@@ -288,12 +296,12 @@ def beam_search(
         new_alive["ids"] = token
         new_alive["score"] = alive_score
 
-        # An upper bound on any score the alive hypotheses can still reach (cp <= 0 as beta >= 0).
+        # The score the best alive hypothesis would get ending at the next step; with `exact`, an
+        # upper bound on any score the alive hypotheses can still reach (cp <= 0 as beta >= 0).
         best = tf.reduce_max(new_alive["log_prob"], axis=1)
-        bound = tf.maximum(
-            best / _length_penalty(t + 2, length_penalty),
-            best / _length_penalty(max_length, length_penalty),
-        )
+        bound = best / _length_penalty(t + 2, length_penalty)
+        if exact:
+            bound = tf.maximum(bound, best / _length_penalty(max_length, length_penalty))
         done |= bound <= finished["score"][:, -1]
         return t + 1, done, new_alive, finished
 

@@ -179,7 +179,8 @@ def test_exhaustive_beam_matches_brute_force(alpha, beta):
     starts = [0, 2, 0]
     masks = [[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]]
     out = model.beam(
-        starts, masks, 4, beam_size=24, length_penalty=alpha, coverage_penalty=beta, n_best=6
+        starts, masks, 4, beam_size=24, length_penalty=alpha, coverage_penalty=beta, n_best=6,
+        exact=True,
     )
     steps = out["tokens"].shape[-1]
     for b, (start, mask) in enumerate(zip(starts, masks, strict=True)):
@@ -233,6 +234,21 @@ def test_length_penalty_prefers_longer():
     np.testing.assert_allclose(out["log_prob"], [[np.log(0.4608)]], rtol=1e-6)
     np.testing.assert_allclose(out["score"], [[np.log(0.4608) / (7 / 6)]], rtol=1e-6)
     assert brute_force(model, 0, MASK3[0], 4, alpha=1.0)[0][0] == [2, END]
+
+
+def test_a_sentence_stops_when_its_best_alive_hypothesis_cannot_win_at_the_next_step():
+    # [END] (p .6) scores log .6 = -0.51 at length 1. The alive [2] (log .4 = -0.92) ended at the
+    # next step scores at most -0.92 / lp(2) = -0.79: the search stops after one step. The exact
+    # bound, -0.92 / lp(6) = -0.50 with max_length 6, keeps it running a step longer, to the
+    # same answer.
+    probs = {(0,): [1e-6, 0.6, 0.4 - 1e-6]}
+    model = PrefixModel(3, depth=6, probs=probs)
+    default = model.beam([0], MASK3, 6, beam_size=2, length_penalty=1.0)
+    exact = model.beam([0], MASK3, 6, beam_size=2, length_penalty=1.0, exact=True)
+    assert default["tokens"].shape[-1] == 1 and exact["tokens"].shape[-1] == 2
+    np.testing.assert_array_equal(default["tokens"][0, 0, :1], exact["tokens"][0, 0, :1])
+    np.testing.assert_allclose(default["score"], [[np.log(0.6)]], rtol=1e-6)
+    np.testing.assert_allclose(exact["score"], default["score"], rtol=1e-6)
 
 
 def test_coverage_penalty_hand_worked():
