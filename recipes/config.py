@@ -242,12 +242,38 @@ def fingerprint(config, ignore=()) -> str:
     return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:8]
 
 
+def fsync_dir(path: str) -> None:
+    """Makes a rename in `path` durable (the folder entry, not only the file's bytes)."""
+    fd = os.open(path or ".", os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def commit_file(tmp: str, path: str) -> None:
+    """fsync `tmp`, rename it over `path`, fsync the folder; `tmp` is removed on any failure."""
+    try:
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    fsync_dir(os.path.dirname(path))
+
+
 def write_json(path: str, data) -> None:
-    """Writes JSON atomically (a temp file renamed over the target)."""
+    """Writes JSON atomically and durably (a temp file, fsynced, renamed over the target, its
+    folder fsynced); a failed write leaves no temp file."""
     tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=True, ensure_ascii=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, sort_keys=True, ensure_ascii=False)
+            f.write("\n")
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    commit_file(tmp, path)

@@ -35,7 +35,7 @@ import zipfile
 import keras
 import tensorflow as tf
 
-from recipes.config import RUN_ID, ConfigError, check_run_id
+from recipes.config import RUN_ID, ConfigError, check_run_id, commit_file, write_json
 
 # The runs root of every command (train, evaluate, translate, export, bench): $ZOO_RUNS or runs/.
 RUNS_ROOT = os.environ.get("ZOO_RUNS", "runs")
@@ -150,28 +150,6 @@ def kill_point(name: str, at: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def fsync_dir(path: str) -> None:
-    """Makes a rename in `path` durable (the folder entry, not only the file's bytes)."""
-    fd = os.open(path or ".", os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def commit_file(tmp: str, path: str) -> None:
-    """fsync `tmp`, rename it over `path`, fsync the folder; `tmp` is removed on any failure."""
-    try:
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    fsync_dir(os.path.dirname(path))
-
-
 def write_text_durable(path: str, text: str, kill_at: tuple[str, int] | None = None) -> None:
     """`text` written to a temporary name, fsynced, renamed over `path`, its folder fsynced.
     `kill_at`: the test-only `kill_point` between writing and renaming."""
@@ -186,10 +164,6 @@ def write_text_durable(path: str, text: str, kill_at: tuple[str, int] | None = N
             os.remove(tmp)
         raise
     commit_file(tmp, path)
-
-
-def write_json_durable(path: str, data) -> None:
-    write_text_durable(path, json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
 def save_model_atomic(model: keras.Model, path: str, state: dict | None = None,
@@ -333,7 +307,7 @@ class RunCheckpoint(keras.callbacks.Callback):
             if improved:
                 save_model_atomic(self.model, os.path.join(self.run_dir, "best.weights.h5"))
             kill_point("after_best", epoch + 1)
-            write_json_durable(os.path.join(self.run_dir, "train_state.json"), state)
+            write_json(os.path.join(self.run_dir, "train_state.json"), state)
             kill_point("after_state", epoch + 1)
         if self.on_epoch is not None:
             self.on_epoch(epoch, logs)
@@ -411,7 +385,7 @@ def load_state(run_dir: str) -> dict | None:
         with zipfile.ZipFile(checkpoint) as archive, open(tmp, "wb") as out:
             shutil.copyfileobj(archive.open("model.weights.h5"), out)
         commit_file(tmp, best)
-    write_json_durable(path, saved)
+    write_json(path, saved)
     return saved
 
 
