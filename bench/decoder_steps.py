@@ -51,8 +51,8 @@ def run(batch=128, source_length=33, target_length=32, units=128, embedding_dim=
     import tensorflow as tf
 
     from bench.timing import interleaved
-    from zoo.decoders import AttentiveLSTMDecoder
     from zoo.layers import BahdanauAttention, LuongAttention
+    from zoo.layers.decoders import AttentiveLSTMDecoder
 
     rng = np.random.default_rng(0)
     target = tf.constant(rng.integers(1, vocab, (batch, target_length)), tf.int32)

@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from recipes import nmt
 from recipes.config import from_words
-from zoo.models import MaskedTokenLosses
+from zoo.losses import MaskedTokenLosses
 
 
 def main():

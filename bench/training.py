@@ -13,7 +13,7 @@ import numpy as np
 
 from bench.timing import interleaved
 from recipes import nmt
-from zoo.models import masked_loss
+from zoo.losses import masked_loss
 
 
 class ReferenceSeq2Seq(keras.Model):

@@ -331,7 +331,7 @@ class NmtGraph:
     """The nmt model from raw strings to translations, in TensorFlow ops.
 
     Args:
-        model: a built `zoo.models.Seq2Seq`.
+        model: a built `zoo.seq2seq.Seq2Seq`.
         source_vocab, target_vocab: the run's vocabularies (`zoo.text.Vocabulary` or
             `zoo.subwords.SubwordTokenizer`).
         config: the run's `NmtConfig` (max lengths, beam settings, `replace_unk`).

@@ -37,18 +37,17 @@ from recipes.config import (
 )
 from recipes.trials import CachedTrialData
 from zoo import caption_metrics, decoding, plots, text
-from zoo.captioning_model import ImageCaptioner
 from zoo.data import coco, digit_scenes
 from zoo.errors import DataError
+from zoo.image_captioner import ImageCaptioner
 from zoo.image_encoders import BACKBONES, build_image_encoder
 from zoo.images import resize_uint8
-from zoo.models import ATTENTION_TYPES, masked_accuracy, masked_loss, masked_token_losses
+from zoo.layers import ATTENTION_TYPES
+from zoo.losses import masked_accuracy, masked_loss, masked_token_losses
 
 NAME = "captioning"
 
 # The compiled loss and metric, found by name when a checkpoint is loaded.
-keras.saving.register_keras_serializable(package="zoo")(masked_loss)
-keras.saving.register_keras_serializable(package="zoo")(masked_accuracy)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -34,7 +34,9 @@ from recipes.config import (
 from zoo import text
 from zoo.data import num2words_corpus, parallel, tsv
 from zoo.errors import DataError
-from zoo.models import ATTENTION_TYPES, MaskedTokenLosses, Seq2Seq, masked_accuracy, masked_loss
+from zoo.layers import ATTENTION_TYPES
+from zoo.losses import MaskedTokenLosses, masked_accuracy
+from zoo.seq2seq import Seq2Seq
 from zoo.subwords import SubwordTokenizer
 
 TOKENIZERS = ("word", "sentencepiece")
@@ -598,8 +600,6 @@ def compile_model(model: Seq2Seq, config: NmtConfig, steps_per_epoch: int) -> No
     )
 
 
-keras.saving.register_keras_serializable(package="zoo")(masked_loss)
-keras.saving.register_keras_serializable(package="zoo")(masked_accuracy)
 
 
 # -- training --------------------------------------------------------------------------------

@@ -21,8 +21,13 @@ from recipes import training
 from recipes.config import write_json
 from zoo import decoding, plots, text
 from zoo.data import parallel
-from zoo.metrics import format_report, format_text_report, quality_report, text_quality_report
 from zoo.subwords import SubwordTokenizer
+from zoo.translation_metrics import (
+    format_report,
+    format_text_report,
+    quality_report,
+    text_quality_report,
+)
 
 # What one sentence and one request may cost. A sentence longer than MAX_SENTENCE_BYTES bytes
 # (UTF-8) is cut to that many, at a character boundary, BEFORE it is normalised and tokenised,

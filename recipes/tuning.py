@@ -149,7 +149,7 @@ class NmtTrials(CachedTrialData):
             strategy=None, seed=0, log=print) -> dict:
         from recipes import nmt
         from recipes.translator import Translator
-        from zoo.metrics import sacrebleu_scores
+        from zoo.translation_metrics import sacrebleu_scores
 
         data = self.data(config)[0]
         strategy = strategy or tf.distribute.get_strategy()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from bench import layers, report, scaling, timing
-from zoo.models import Seq2Seq
+from zoo.seq2seq import Seq2Seq
 
 # XLA compilations and a model build: minutes on a loaded 2-core machine.
 pytestmark = pytest.mark.slow
@@ -48,7 +48,7 @@ def test_layers_and_scaling_on_tiny_shapes_write_valid_json(tmp_path):
 
 def test_reference_model_trains_one_step():
     from bench.training import ReferenceSeq2Seq
-    from zoo.models import masked_loss
+    from zoo.losses import masked_loss
 
     model = ReferenceSeq2Seq(12, 10, embedding_dim=4, units=6)
     model.compile(optimizer="adam", loss=masked_loss)

@@ -14,7 +14,7 @@ from tests import image_files
 from zoo import decoding, text
 from zoo.data import digit_scenes
 from zoo.errors import DataError
-from zoo.models import masked_loss
+from zoo.losses import masked_loss
 
 TINY = dict(
     train_size=96,

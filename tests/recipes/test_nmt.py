@@ -164,7 +164,7 @@ def test_training_steps_lower_the_loss(attention, input_feeding):
 
 @pytest.mark.parametrize("variational", [True, False])
 def test_dropout_mask_per_sentence_or_per_position(variational):
-    from zoo.models import Seq2Seq
+    from zoo.seq2seq import Seq2Seq
 
     config = apply_overrides(
         nmt.NmtConfig(), {**TINY_NMT, "dropout": 0.5, "variational_dropout": variational}

@@ -17,7 +17,7 @@ from recipes.translator import Translator
 from tests.conftest import SAMPLE, TINY_SUBWORD_NMT
 from zoo import text
 from zoo.data import parallel
-from zoo.models import MaskedTokenLosses, masked_token_losses
+from zoo.losses import MaskedTokenLosses, masked_token_losses
 from zoo.subwords import SubwordTokenizer
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

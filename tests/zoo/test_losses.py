@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 
-from zoo.models import masked_loss, masked_token_losses
+from zoo.losses import masked_loss, masked_token_losses
 
 
 def _batch():

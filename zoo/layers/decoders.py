@@ -21,8 +21,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from zoo.encoders import sequence_noise_shape
 from zoo.layers.base_attention import project
+from zoo.layers.encoders import sequence_noise_shape
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -39,7 +39,7 @@ class AttentiveLSTMDecoder(keras.layers.Layer):
         input_feeding: feed the previous attentional vector into the LSTM. Defaults to `True`.
         context_gate: gate the context with a learned scalar per step. Defaults to `False`.
         variational_dropout: one dropout mask per sentence and feature, shared by all its
-            steps, instead of one per step (see `zoo.encoders.BidirectionalLSTMEncoder`).
+            steps, instead of one per step (see `zoo.layers.encoders.BidirectionalLSTMEncoder`).
             Defaults to `False`.
 
     Call arguments:

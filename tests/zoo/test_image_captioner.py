@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 
-from zoo.captioning_model import ImageCaptioner, doubly_stochastic_penalty
+from zoo.image_captioner import ImageCaptioner, doubly_stochastic_penalty
 
 TINY = dict(
     vocab_size=20, image_size=32, encoder_filters=(4, 8, 8), feature_dim=8, embedding_dim=8,

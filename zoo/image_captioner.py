@@ -22,10 +22,10 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from zoo.decoders import AttentiveLSTMDecoder
 from zoo.distribute import MultiWorkerFitMixin
 from zoo.image_encoders import build_image_encoder
-from zoo.models import make_attention
+from zoo.layers import make_attention
+from zoo.layers.decoders import AttentiveLSTMDecoder
 
 
 def doubly_stochastic_penalty(weights, target_mask):
@@ -65,7 +65,7 @@ class ImageCaptioner(MultiWorkerFitMixin, keras.Model):
         feature_dim: size of each grid feature vector. Defaults to `128`.
         embedding_dim: word embedding size. Defaults to `64`.
         units: decoder LSTM units. Defaults to `128`.
-        attention: a name from `zoo.models.ATTENTION_TYPES` (`"none"`: the decoder only sees
+        attention: a name from `zoo.layers.ATTENTION_TYPES` (`"none"`: the decoder only sees
             the initial state). Defaults to `"bahdanau"`.
         dropout: decoder dropout in training. Defaults to `0.1`.
         input_feeding: feed the previous attentional vector (which carries the context) back
