@@ -15,6 +15,8 @@ import subprocess
 import sys
 import time
 
+from recipes import config as recipes_config
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 TMP = os.path.join(HERE, "tmp")
 BENCH_RUN = ["train_size=4000", "validation_size=200", "test_size=200", "epochs=2", "run_id=bench"]
@@ -74,10 +76,9 @@ def main(argv=None):
     os.makedirs(TMP, exist_ok=True)
     os.makedirs(args.out, exist_ok=True)
     from bench import report, timing
-    from recipes import training as recipe_training
 
     # The generated corpus is cached under the runs root: keep the bench's copy in bench/tmp.
-    recipe_training.RUNS_ROOT = os.path.join(TMP, "runs")
+    recipes_config.RUNS_ROOT = os.path.join(TMP, "runs")
 
     results = {"machine": timing.machine(), "quick": q}
     results["machine"]["load_average_before"] = results["machine"].pop("load_average")
@@ -125,7 +126,7 @@ def main(argv=None):
         if "scaling" in want:
             print("== 4. scaling of decode time", flush=True)
             from bench import scaling
-            from recipes.translator import Translator
+            from recipes.nmt.inference import Translator
 
             translator = Translator.from_run(run_dir)
             kwargs = dict(lengths=(10, 50), beams=(1, 2), steps=5, repeats=1) if q else {"repeats": 3}

@@ -290,7 +290,7 @@ def growth(run_dir, test, lengths, beams, steps, repeats, batch=1):
 
     from bench.scaling import decoder
     from bench.timing import interleaved
-    from recipes.translator import Translator
+    from recipes.nmt.inference import Translator
 
     translator = Translator.from_run(run_dir)
     # Real subword ids: test sentences encoded and concatenated, cut to each length.
@@ -391,7 +391,7 @@ def profile(run_dir, reference_model, source_vec, sentences, steps=20):
 
     from bench.scaling import decoder
     from bench.timing import interleaved
-    from recipes.translator import Translator
+    from recipes.nmt.inference import Translator
 
     translator = Translator.from_run(run_dir)
     model = translator.model

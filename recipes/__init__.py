@@ -1,9 +1,14 @@
-"""Recipes: one module per task, registered by name.
+"""Recipes: one folder per task (`recipes/nmt/`, `recipes/captioning/`), registered by name.
 
     python -m recipes train nmt key=value ...      # or: make train RECIPE=nmt
     python -m recipes evaluate nmt
-    >>> from recipes import load
+    >>> from recipes import get_recipe, load
+    >>> get_recipe("nmt").train(get_recipe("nmt").Config(epochs=3))
     >>> model = load("runs/nmt/latest")
+
+Each folder has the same rooms and one `recipes.base.Recipe`, its `RECIPE`; `recipes.runner`
+runs any of them. This module imports no recipe until one is asked for, so the command line's
+`--help` and its errors need no TensorFlow.
 """
 
 from __future__ import annotations
@@ -29,17 +34,18 @@ COMMANDS = {
 
 
 def get_recipe(name: str):
-    """The recipe module for `name`; an unknown name lists the known ones."""
-    from recipes.config import ConfigError
+    """The `recipes.base.Recipe` of `name` (its folder's `RECIPE`); an unknown name lists the
+    known ones."""
+    from zoo.errors import ConfigError
 
     if name not in RECIPES:
         raise ConfigError(f"unknown recipe {name!r}; known recipes: {', '.join(RECIPES)}")
-    return importlib.import_module(RECIPES[name])
+    return importlib.import_module(RECIPES[name]).RECIPE
 
 
 def check_command(command: str, name: str) -> None:
     """A one-line error unless recipe `name` has `command` (a key of `COMMANDS`' tuples)."""
-    from recipes.config import ConfigError
+    from zoo.errors import ConfigError
 
     if name not in RECIPES:
         raise ConfigError(f"unknown recipe {name!r}; known recipes: {', '.join(RECIPES)}")
@@ -68,13 +74,27 @@ def _is_heading(line: str) -> bool:
     return line.endswith(".") and len(line.split()) <= 4 and ":" not in line
 
 
+def _module_file(module: str) -> str:
+    """The source file of `module`, found without importing it or the packages above it
+    (`importlib.util.find_spec("recipes.nmt.config")` would import `recipes.nmt`: TensorFlow)."""
+    top, *rest = module.split(".")
+    spec = importlib.util.find_spec(top)
+    if spec is None or not spec.origin:
+        raise ImportError(f"no module {module}")
+    path = spec.origin
+    for part in rest:
+        folder = os.path.join(os.path.dirname(path), part)
+        path = (os.path.join(folder, "__init__.py") if os.path.isdir(folder)
+                else folder + ".py")
+    if not os.path.isfile(path):
+        raise ImportError(f"no module {module}")
+    return path
+
+
 def _find_class(module: str, class_name: str | None, depth: int = 0):
     """(source, syntax tree, class name) of the module that defines the config class: the
     module itself, or the one its `Config` is imported from (`from x.config import A as Config`)."""
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.origin:
-        raise ImportError(f"no module {module}")
-    with open(spec.origin, encoding="utf-8") as f:
+    with open(_module_file(module), encoding="utf-8") as f:
         source = f.read()
     tree = ast.parse(source)
     wanted = class_name
@@ -179,9 +199,9 @@ def search_keys(config_cls) -> list[str]:
 
         raise missing_extra(e) from None
 
-    for module in RECIPES.values():
-        recipe = importlib.import_module(module)
-        if getattr(recipe, "Config", None) is config_cls and hasattr(recipe, "search_space"):
+    for name in RECIPES:
+        recipe = get_recipe(name)
+        if recipe.Config is config_cls:
             probe = kt.HyperParameters()
             recipe.search_space(probe, config_cls())
             return [p.name for p in probe.space]
@@ -191,23 +211,22 @@ def search_keys(config_cls) -> list[str]:
 def load(path: str):
     """A trained model ready to use, from a run folder or an exported SavedModel folder.
 
-    Returns a `recipes.translator.Translator` (nmt) or a `recipes.captioning.Captioner`.
+    Returns a `recipes.nmt.Translator` or a `recipes.captioning.Captioner` (for a run), a
+    `SavedModelTranslator` or `SavedModelCaptioner` (for an export): the recipe is the one whose
+    name is in the path (`runs/<recipe>/...`, `exports/<recipe>/...`), nmt otherwise.
     """
     from recipes import training
 
+    parts = os.path.abspath(path).split(os.sep)
+    name = next((n for n in reversed(parts) if n in RECIPES), "nmt")
     if os.path.exists(os.path.join(path, "saved_model.pb")):
-        from recipes.translator import SavedModelTranslator
-
-        return SavedModelTranslator(path)
+        return get_recipe(name).load_saved_model(path)
     run_dir = training.resolve_run(path)
-    config_path = os.path.join(run_dir, "config.json")
-    if not os.path.exists(config_path):
-        raise training.RunError(f"{path} has no config.json: not a run folder")
-    if "captioning" in os.path.abspath(run_dir).split(os.sep)[-2:]:
-        return get_recipe("captioning").Captioner.from_run(run_dir)
-    from recipes.translator import Translator
+    if not os.path.exists(os.path.join(run_dir, "config.json")):
+        from zoo.errors import RunError
 
-    return Translator.from_run(run_dir)
+        raise RunError(f"{path} has no config.json: not a run folder")
+    return get_recipe(name).load(run_dir)
 
 
 def plot_attention(result, path, title=None, image=None):
@@ -220,13 +239,13 @@ def plot_attention(result, path, title=None, image=None):
     >>> plot_attention(result, "alignment.png")
     """
     if hasattr(result, "source_tokens"):
-        from recipes.translator import plot_translation
+        from recipes.nmt.inference import plot_translation
 
         return plot_translation(result, path, title=title)
     if image is None:
         raise ValueError("plot_attention(caption, path, image=...): a caption's overlays need "
                          "the image it describes (a path, bytes or an array)")
-    from recipes.captioning import plot_caption
+    from recipes.captioning.inference import plot_caption
 
     if isinstance(image, (str, os.PathLike)):
         with open(image, "rb") as f:

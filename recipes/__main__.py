@@ -28,8 +28,6 @@ CONFIG_COMMANDS = {
     "tune": "search hyperparameters with keras-tuner",
     "compare-attention": "train with and without attention; quality by source length",
 }
-FUNCTIONS = {"train": "train", "tune": "tune", "compare-attention": "compare_attention",
-             "evaluate": "evaluate"}
 
 
 def _recipes_text() -> str:
@@ -151,7 +149,6 @@ def main(argv=None, prog: str = "python -m recipes") -> int:
         getattr(args, "texts" if args.command == "translate" else "images").extend(extra)
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    from recipes import check_command, get_recipe
     from zoo.errors import describe
 
     if os.environ.get("ZOO_DEBUG"):
@@ -159,33 +156,7 @@ def main(argv=None, prog: str = "python -m recipes") -> int:
 
         keras.config.disable_traceback_filtering()
     try:
-        if args.command in ("translate", "caption"):
-            from recipes import cli_use
-
-            # cli_use says which model each needs (`translate needs an nmt model, ...`).
-            return getattr(cli_use, args.command)(args)
-        check_command(args.command, args.recipe)
-        if args.command == "evaluate" and args.test:
-            check_command("evaluate --test", args.recipe)
-        recipe = get_recipe(args.recipe)
-        func = getattr(recipe, FUNCTIONS[args.command])
-        if args.command == "tune":
-            from recipes.config import from_words
-            from recipes.tuning import split_tuning_words
-
-            # tuner=, max_trials=, ... configure the search, the rest the base config.
-            settings, words = split_tuning_words(args.overrides)
-            func(from_words(recipe.Config, words), **settings)
-        elif args.command in CONFIG_COMMANDS:
-            from recipes.config import from_words
-
-            func(from_words(recipe.Config, args.overrides))
-        elif args.command == "evaluate":
-            extra = {"test_file": args.test} if args.test else {}
-            from recipes import training
-
-            run = args.run or training.latest_run(args.recipe)
-            func(run, beam=args.beam, **extra)
+        return _run(args)
     except KeyboardInterrupt:
         print("interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
@@ -194,6 +165,33 @@ def main(argv=None, prog: str = "python -m recipes") -> int:
             raise  # the full traceback, for a bug report
         print(f"error: {describe(e)}", file=sys.stderr)
         return 2
+
+
+def _run(args) -> int:
+    """Runs a parsed command through the recipe's interface (`recipes.base.Recipe`); a command
+    the recipe lacks is a one-line error (`recipes.COMMANDS`) before anything loads."""
+    from recipes import check_command, get_recipe
+    from recipes.config import from_words, latest_run
+
+    check_command(args.command, args.recipe)
+    if args.command == "evaluate" and args.test:
+        check_command("evaluate --test", args.recipe)
+    recipe = get_recipe(args.recipe)
+    if args.command in ("translate", "caption"):
+        return recipe.use(args)
+    if args.command == "tune":
+        from recipes.tuning import split_tuning_words
+
+        # tuner=, max_trials=, ... configure the search, the rest the base config.
+        settings, words = split_tuning_words(args.overrides)
+        recipe.tune(from_words(recipe.Config, words), **settings)
+    elif args.command == "train":
+        recipe.train(from_words(recipe.Config, args.overrides))
+    elif args.command == "compare-attention":
+        recipe.compare_attention(from_words(recipe.Config, args.overrides))
+    elif args.command == "evaluate":
+        extra = {"test_file": args.test} if args.test else {}
+        recipe.evaluate(args.run or latest_run(args.recipe), beam=args.beam, **extra)
     return 0
 
 

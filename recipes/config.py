@@ -11,9 +11,11 @@ import os
 import re
 import typing
 
+from zoo.errors import ConfigError  # noqa: F401 - the config's error, raised from here
 
-class ConfigError(ValueError):
-    """A config key or value is wrong; the message names it and the fix."""
+# The runs root of every command (train, evaluate, translate, export, bench): $ZOO_RUNS or runs/.
+# The one place it is decided; tests point it elsewhere.
+RUNS_ROOT = os.environ.get("ZOO_RUNS", "runs")
 
 
 def _convert(name: str, kind, text: str):
@@ -96,6 +98,17 @@ def check_run_id(run_id: str) -> None:
             "100 characters, not 'latest'); runs go under ZOO_RUNS (default runs/): set ZOO_RUNS "
             "to write elsewhere"
         )
+
+
+def latest_run(recipe: str) -> str:
+    """`<runs root>/<recipe>/latest`: where every command looks when no run is given."""
+    return os.path.join(RUNS_ROOT, recipe, "latest")
+
+
+def run_dir_for(recipe: str, run_id: str) -> str:
+    """`<runs root>/<recipe>/<run_id>`; the id is a plain name, so the folder stays in the root."""
+    check_run_id(run_id)
+    return os.path.join(RUNS_ROOT, recipe, run_id)
 
 
 def field_types(cls) -> dict:

@@ -35,25 +35,15 @@ import zipfile
 import keras
 import tensorflow as tf
 
-from recipes.config import RUN_ID, ConfigError, check_run_id, commit_file, write_json
-
-# The runs root of every command (train, evaluate, translate, export, bench): $ZOO_RUNS or runs/.
-RUNS_ROOT = os.environ.get("ZOO_RUNS", "runs")
-
-
-class RunError(RuntimeError):
-    """A run folder is missing, corrupt or does not match the command."""
-
-
-def latest_run(recipe: str) -> str:
-    """`<runs root>/<recipe>/latest`: where every command looks when no run is given."""
-    return os.path.join(RUNS_ROOT, recipe, "latest")
-
-
-def run_dir_for(recipe: str, run_id: str) -> str:
-    """`<runs root>/<recipe>/<run_id>`; the id is a plain name, so the folder stays in the root."""
-    check_run_id(run_id)
-    return os.path.join(RUNS_ROOT, recipe, run_id)
+from recipes.config import (  # noqa: F401 - latest_run and run_dir_for: used from here too
+    RUN_ID,
+    ConfigError,
+    commit_file,
+    latest_run,
+    run_dir_for,
+    write_json,
+)
+from zoo.errors import RunError
 
 
 def point_latest(run_dir: str) -> None:

@@ -56,7 +56,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from recipes import get_recipe, training
+from recipes import get_recipe, runner, training
 from recipes.config import (
     ConfigError,
     apply_overrides,
@@ -65,7 +65,6 @@ from recipes.config import (
     to_dict,
     write_json,
 )
-from recipes.trials import CachedTrialData
 from zoo.errors import missing_extra
 
 try:
@@ -118,89 +117,15 @@ def split_tuning_words(words: list[str]) -> tuple[dict, list[str]]:
     return dataclasses.asdict(dataclasses.replace(settings, fixed=fixed)), rest
 
 
-# -- what a trial is, per recipe ---------------------------------------------------------------
+# -- a trial ------------------------------------------------------------------------------------
 
 
-class NmtTrials(CachedTrialData):
-    """Trains an nmt trial config and scores it: validation BLEU with the trial's beam size.
-
-    The data (pairs, vocabularies, id arrays) is built once per process and shared by every
-    trial with the same data fields; the search space only touches model and training fields.
-    """
-
-    objectives = {"val_bleu": "max", "val_loss": "min"}  # the first is the default
-    DATA_FIELDS = (
-        "data", "source_lang", "target_lang", "train_size", "validation_size", "test_size",
-        "max_digits", "max_items", "max_source_length", "max_target_length", "max_vocab_size",
-        "min_count", "seed", "train", "valid", "test", "tokenizer", "vocab_size", "joint_vocab",
-        "subword_model",
-    )
-
-    def load(self, config):
-        from recipes import nmt
-
-        data = nmt.build_data(config)
-        summary = (f"{data.report}; {len(data.train) or 'streamed'} train / "
-                   f"{len(data.validation)} validation pairs; vocabularies "
-                   f"{len(data.source_vocab)} / {len(data.target_vocab)} tokens")
-        return data, None, None, summary  # the datasets are built per trial (batching fields)
-
-    def run(self, config, epochs, initial_epoch=0, weights_in=None, weights_out=None,
-            strategy=None, seed=0, log=print) -> dict:
-        from recipes import nmt
-        from recipes.translator import Translator
-        from zoo.translation_metrics import sacrebleu_scores
-
-        data = self.data(config)[0]
-        strategy = strategy or tf.distribute.get_strategy()
-        keras.utils.set_random_seed(seed)
-        train_ds, steps, val_ds, val_steps = nmt.datasets(data, config, first_epoch=initial_epoch)
-        with strategy.scope():
-            model = nmt.build_model(config, len(data.source_vocab), len(data.target_vocab))
-            if config.output_bias_init == "unigram" and not weights_in:
-                nmt.init_output_bias(model, nmt.target_token_counts(config, data))
-            nmt.compile_model(model, config, steps)
-            if weights_in:  # Hyperband's continued trial: weights and Adam's moments
-                model.optimizer.build(model.trainable_variables)
-                model.load_weights(weights_in)
-        log(f"variables on {variable_devices(model)}; compute dtype {model.compute_dtype}")
-        history = model.fit(
-            train_ds,
-            validation_data=val_ds,
-            steps_per_epoch=steps,
-            validation_steps=val_steps,
-            initial_epoch=initial_epoch,
-            epochs=epochs,
-            verbose=2,
-        )
-        if weights_out:
-            model.save_weights(weights_out)
-        translator = Translator(model, data.source_vocab, data.target_vocab, config)
-        sources = [s for s, _ in data.validation]
-        results = translator.translate(sources, beam=config.beam_size, batch_size=128)
-        bleu = sacrebleu_scores([r.text for r in results], [t for _, t in data.validation])["bleu"]
-        return {"val_bleu": bleu, "val_loss": float(history.history["val_loss"][-1])}
-
-
-def _captioning_trials():
-    from recipes.captioning import Trials  # the captioning runner lives with its recipe
-
-    return Trials()
-
-
-RUNNERS = {"nmt": NmtTrials, "captioning": _captioning_trials}
+def make_trials(recipe) -> runner.Trials:
+    """What trains and scores a trial of `recipe`: the shared runner's (tests swap in their own)."""
+    return runner.Trials(recipe)
 
 
 # -- devices -----------------------------------------------------------------------------------
-
-
-def variable_devices(model) -> str:
-    """Where the model's first variable lives (every replica's copy under a strategy)."""
-    if not model.weights:
-        return "?"
-    value = getattr(model.weights[0], "value", model.weights[0])
-    copies = getattr(value, "values", None) or (value,)
-    return ", ".join(sorted({str(getattr(v, "device", "?")) for v in copies}))
 
 
 def device_report(strategy) -> str:
@@ -244,13 +169,13 @@ def _tuner_role() -> str:
 
 
 class RecipeTuner(kt.Tuner):
-    """Runs each trial as `runner.run(search_space(hp, base_config), ...)`; no Keras fit of its
+    """Runs each trial as `trials.run(search_space(hp, base_config), ...)`; no Keras fit of its
     own. Hyperband's continued trials start from the weights of the trial they continue."""
 
-    def __init__(self, oracle, recipe, base_config, runner, settings, **kwargs):
+    def __init__(self, oracle, recipe, base_config, trials, settings, **kwargs):
         self.recipe = recipe
         self.base_config = base_config
-        self.runner = runner
+        self.trials = trials
         self.settings = settings
         self.ran = []  # trial ids this process ran
         super().__init__(
@@ -310,7 +235,7 @@ class RecipeTuner(kt.Tuner):
         try:
             for execution in range(self.executions_per_trial):
                 keras.backend.clear_session()
-                scores.append(self.runner.run(
+                scores.append(self.trials.run(
                     config, epochs, initial_epoch, weights_in,
                     self._weights_path(trial.trial_id) if self.settings.tuner == "hyperband" else None,
                     strategy=self.distribution_strategy, seed=config.seed + execution, log=log,
@@ -568,23 +493,21 @@ def tune_id(config, settings: TuneSettings, objective: str) -> str:
     return f"tune-{settings.tuner}-{digest}"
 
 
-def tune(recipe_name: str, config, **settings) -> str:
+def tune(recipe, config, **settings) -> str:
     """Runs (or resumes) a search around `config`; returns the tune folder.
 
-    `settings` are `TuneSettings` fields (`tuner="random", max_trials=8, ...`).
+    `recipe`: a `recipes.base.Recipe` or its name. `settings` are `TuneSettings` fields
+    (`tuner="random", max_trials=8, ...`).
     """
     settings = apply_overrides(TuneSettings(), settings)
-    recipe = get_recipe(recipe_name)
-    if recipe_name not in RUNNERS or not hasattr(recipe, "search_space"):
-        raise ConfigError(
-            f"recipe {recipe_name!r} has no search space yet; tunable recipes: {', '.join(RUNNERS)}"
-        )
-    runner = RUNNERS[recipe_name]()
-    objective = settings.objective or next(iter(runner.objectives))
-    if objective not in runner.objectives:
+    recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
+    recipe_name = recipe.name
+    trials = make_trials(recipe)
+    objective = settings.objective or next(iter(trials.objectives))
+    if objective not in trials.objectives:
         raise ConfigError(
             f"objective={objective!r} is not reported by {recipe_name}; choose one of: "
-            f"{', '.join(runner.objectives)}"
+            f"{', '.join(trials.objectives)}"
         )
     fields = field_types(type(config))
     probe = kt.HyperParameters()
@@ -611,12 +534,12 @@ def tune(recipe_name: str, config, **settings) -> str:
     fixed = kt.HyperParameters()
     for name in settings.fixed:
         fixed.Fixed(name, getattr(config, name))
-    oracle = _oracle(settings, kt.Objective(objective, runner.objectives[objective]), config,
+    oracle = _oracle(settings, kt.Objective(objective, trials.objectives[objective]), config,
                      len(searched))
     oracle.hyperparameters = fixed
     strategy = _strategy()
     tuner = RecipeTuner(
-        oracle, recipe, config, runner, settings,
+        oracle, recipe, config, trials, settings,
         directory=out_dir, project_name="search", overwrite=False,
         distribution_strategy=strategy,
     )
@@ -708,7 +631,7 @@ def write_results(tuner, final: bool, wall_seconds: float | None = None) -> dict
             objective: best_trial.score,
             "metrics": row["metrics"],
             "trial_id": best_trial.trial_id,
-            "recipe": tuner.recipe.NAME,
+            "recipe": tuner.recipe.name,
             "tune_dir": out_dir,
         }
         write_json(os.path.join(out_dir, "best.json"), best)
@@ -716,7 +639,7 @@ def write_results(tuner, final: bool, wall_seconds: float | None = None) -> dict
     with open(os.path.join(out_dir, "trials.md"), "w", encoding="utf-8") as f:
         f.write(table + "\n")
     summary = {
-        "recipe": tuner.recipe.NAME,
+        "recipe": tuner.recipe.name,
         "objective": {"name": objective, "direction": tuner.oracle.objective.direction},
         "settings": dataclasses.asdict(tuner.settings),
         "base_config": to_dict(tuner.base_config),
@@ -736,6 +659,6 @@ def write_results(tuner, final: bool, wall_seconds: float | None = None) -> dict
                               if k in searched)
             print(f"best: trial {best['trial_id']}, {objective}={best[objective]:.4g}: {values}")
             print(f"wrote {out_dir}/best.json; train with it: python -m recipes train "
-                  f"{tuner.recipe.NAME} hp={out_dir}/best.json")
+                  f"{tuner.recipe.name} hp={out_dir}/best.json")
         sys.stdout.flush()
     return summary

@@ -10,6 +10,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from recipes import config as recipes_config
+
 
 def run_layer_test(
     layer_cls,
@@ -141,14 +143,13 @@ def _assert_all_close(actual, expected, where, atol=1e-6):
 def train_under(root, train, config, **kwargs):
     """`train(config, quiet=True, **kwargs)` with the runs root pointed at `root` meanwhile;
     returns the run folder. The session fixtures that train a tiny run use it."""
-    from recipes import training
 
-    old = training.RUNS_ROOT
-    training.RUNS_ROOT = str(root)
+    old = recipes_config.RUNS_ROOT
+    recipes_config.RUNS_ROOT = str(root)
     try:
         return train(config, quiet=True, **kwargs)
     finally:
-        training.RUNS_ROOT = old
+        recipes_config.RUNS_ROOT = old
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,4 +1,7 @@
-"""Errors the project raises on bad input: each names the problem and how to fix it."""
+"""The project's error types, in one place (each message names the problem and how to fix it),
+the one-line description a command prints for any error, and the optional packages' extras.
+
+Nothing here imports TensorFlow: the command lines load it for their error handling."""
 
 from __future__ import annotations
 
@@ -7,6 +10,18 @@ import errno
 
 class DataError(ValueError):
     """A data file or data argument is missing, unreadable or malformed."""
+
+
+class ConfigError(ValueError):
+    """A config key or value is wrong; the message names it and the fix."""
+
+
+class RunError(RuntimeError):
+    """A run folder is missing, corrupt or does not match the command."""
+
+
+class ExportError(RuntimeError):
+    """A run cannot be exported as asked; the message says why and what to do."""
 
 
 # The optional packages: import name -> (distribution, the extra of setup.cfg that installs it).

@@ -208,7 +208,7 @@ def nmt_run(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def translator(nmt_run):
-    from recipes.translator import Translator
+    from recipes.nmt.inference import Translator
 
     return Translator.from_run(nmt_run)
 

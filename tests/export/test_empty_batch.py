@@ -17,7 +17,7 @@ SCRIPT = r"""
 import json, sys
 import numpy as np
 from recipes.captioning import Captioner
-from recipes.translator import Translator
+from recipes.nmt.inference import Translator
 
 nmt_run, caption_run = sys.argv[1:3]
 translator = Translator.from_run(nmt_run)

@@ -99,7 +99,7 @@ def test_a_request_over_the_sentence_cap_is_refused_with_the_limit_and_the_flag(
 @pytest.mark.slow
 def test_long_sentences_are_cut_to_the_byte_cap_before_tokenising(capped_export, nmt_run,
                                                                   tmp_path):
-    from recipes.translator import SavedModelTranslator, Translator, cut_utf8
+    from recipes.nmt.inference import SavedModelTranslator, Translator, cut_utf8
     from zoo.text import python_tokens
 
     texts = [  # as many as the SavedModel takes in one request
@@ -137,7 +137,7 @@ def test_long_sentences_are_cut_to_the_byte_cap_before_tokenising(capped_export,
 
 @pytest.mark.slow
 def test_the_default_cap_bounds_a_huge_sentence(loaded_saved_model, translator):
-    from recipes.translator import MAX_SENTENCE_BYTES
+    from recipes.nmt.inference import MAX_SENTENCE_BYTES
 
     texts = [HUGE, "seven", LONG_TEXT, "seven " * TINY_NMT["max_source_length"]]
     out = _call(loaded_saved_model, "greedy", texts)
@@ -186,7 +186,7 @@ def test_cut_utf8_never_splits_a_character_and_matches_the_graph():
     import tensorflow as tf
 
     from export.saved_model import cut_bytes
-    from recipes.translator import cut_utf8
+    from recipes.nmt.inference import cut_utf8
 
     rng = np.random.default_rng(0)
     alphabet = ["a", " ", "é", "\u20ac", "\U0001d11e", "\x00"]

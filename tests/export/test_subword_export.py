@@ -77,7 +77,7 @@ def test_raw_strings_in_text_out_in_a_clean_process(subword_clean):
 
 @pytest.mark.slow
 def test_greedy_signature_matches_the_translator(subword_clean, varied_subword_run):
-    from recipes.translator import Translator
+    from recipes.nmt.inference import Translator
 
     translator = Translator.from_run(varied_subword_run)
     expected = translator.translate(TEXTS, beam=1)

@@ -2,6 +2,8 @@
 
 import pytest
 
+from recipes import config as recipes_config
+
 TINY_NMT = dict(
     train_size=400,
     validation_size=40,
@@ -18,13 +20,12 @@ TINY_NMT = dict(
 
 @pytest.fixture(scope="session")
 def runs_root(tmp_path_factory):
-    from recipes import training
 
     root = tmp_path_factory.mktemp("runs")
-    old = training.RUNS_ROOT
-    training.RUNS_ROOT = str(root)
+    old = recipes_config.RUNS_ROOT
+    recipes_config.RUNS_ROOT = str(root)
     yield root
-    training.RUNS_ROOT = old
+    recipes_config.RUNS_ROOT = old
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 """The captioning recipe: data, a train step, decoding consistency, evaluation, resume, COCO data."""
 
+import dataclasses
 import io
 import json
 import os
@@ -9,11 +10,13 @@ import pytest
 import tensorflow as tf
 
 from recipes import captioning, training
-from recipes.config import ConfigError, apply_overrides, from_words
+from recipes import config as recipes_config
+from recipes.config import ConfigError, apply_overrides, from_words, to_dict
 from tests import image_files
 from zoo import decoding, text
 from zoo.data import digit_scenes
 from zoo.errors import DataError
+from zoo.layers import ATTENTION_TYPES
 from zoo.losses import masked_loss
 
 TINY = dict(
@@ -38,10 +41,10 @@ def tiny_config(**changes):
 @pytest.fixture(scope="module")
 def runs_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("caption_runs")
-    old = training.RUNS_ROOT
-    training.RUNS_ROOT = str(root)
+    old = recipes_config.RUNS_ROOT
+    recipes_config.RUNS_ROOT = str(root)
     yield root
-    training.RUNS_ROOT = old
+    recipes_config.RUNS_ROOT = old
 
 
 @pytest.fixture(scope="module")
@@ -385,7 +388,7 @@ def test_config_errors_name_the_problem(tmp_path):
         from_words(words, ["backbone=resnet9"])
     config = from_words(words, ["encoder_filters=8,16", "context_gate=false"])
     assert config.encoder_filters == (8, 16) and config.context_gate is False
-    assert captioning.config_from_json(captioning._as_json(config)) == config
+    assert captioning.config_from_json(json.loads(json.dumps(to_dict(config)))) == config
 
 
 # -- hyperparameter search -------------------------------------------------------------------
@@ -396,10 +399,10 @@ def test_search_space_names_config_fields_and_covers_every_attention():
 
     hp = kt.HyperParameters()
     config = captioning.search_space(hp, captioning.CaptioningConfig())
-    fields = {f.name for f in captioning.dataclasses.fields(captioning.CaptioningConfig)}
+    fields = {f.name for f in dataclasses.fields(captioning.CaptioningConfig)}
     assert {p.name for p in hp.space} <= fields
     attention = next(p for p in hp.space if p.name == "attention")
-    assert set(attention.values) == set(captioning.ATTENTION_TYPES)
+    assert set(attention.values) == set(ATTENTION_TYPES)
     config.validate()  # the first values drawn make a valid config
 
 

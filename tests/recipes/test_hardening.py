@@ -9,7 +9,9 @@ import sys
 import pytest
 
 from recipes import captioning, nmt, training, tuning
+from recipes import config as recipes_config
 from recipes.config import ConfigError, from_words
+from recipes.nmt import data as nmt_data
 from tests.recipes.conftest import TINY_NMT
 from zoo.data import tsv
 from zoo.errors import DataError
@@ -56,7 +58,7 @@ def test_nmt_numeric_fields_are_range_checked(word, message):
 
 
 def test_a_value_out_of_range_is_one_line_at_the_command_line(capsys, tmp_path, monkeypatch):
-    monkeypatch.setattr(training, "RUNS_ROOT", str(tmp_path / "runs"))
+    monkeypatch.setattr(recipes_config, "RUNS_ROOT", str(tmp_path / "runs"))
     err = _one_line_error(capsys, ["train", "nmt", *TINY_WORDS, "max_source_length=-1"])
     assert "max_source_length=-1: must be at least 1" in err
     assert not (tmp_path / "runs").exists()
@@ -89,7 +91,7 @@ def test_a_non_finite_float_in_a_json_file_is_refused(tmp_path):
 
 @pytest.mark.parametrize("run_id", ["../../x", "/tmp/elsewhere", "a/b", "latest", "..", ".hidden"])
 def test_run_id_is_a_plain_name(run_id, capsys, tmp_path, monkeypatch):
-    monkeypatch.setattr(training, "RUNS_ROOT", str(tmp_path / "runs"))
+    monkeypatch.setattr(recipes_config, "RUNS_ROOT", str(tmp_path / "runs"))
     err = _one_line_error(capsys, ["train", "nmt", *TINY_WORDS, f"run_id={run_id}"])
     assert "a run id is a plain name" in err
     with pytest.raises(ConfigError, match="plain name"):
@@ -199,7 +201,7 @@ def test_the_tsv_report_keeps_counts_and_the_first_lines(tmp_path):
 
 
 def test_permission_denied_is_one_line(capsys, monkeypatch):
-    monkeypatch.setattr(training, "RUNS_ROOT", "/sys/attention-zoo-runs")  # not writable, even as root
+    monkeypatch.setattr(recipes_config, "RUNS_ROOT", "/sys/attention-zoo-runs")  # not writable, even as root
     err = _one_line_error(capsys, ["train", "nmt", *TINY_WORDS, "run_id=denied"])
     assert "/sys/attention-zoo-runs" in err and "ZOO_RUNS" in err and "ZOO_DEBUG=1" in err
 
@@ -213,7 +215,7 @@ def test_a_malformed_tf_config_is_one_line(capsys, monkeypatch):
         training.choose_strategy()
     monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"index": "0"}}')
     with pytest.raises(ConfigError, match="no task index"):
-        nmt._worker_shard()
+        nmt_data._worker_shard()
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from recipes import nmt
 from recipes.config import ConfigError, apply_overrides, from_words
-from recipes.translator import Translator
+from recipes.nmt.inference import Translator
 from tests.recipes.conftest import TINY_NMT
 from zoo import decoding, text
 from zoo.data import num2words_corpus, tsv

@@ -13,7 +13,8 @@ import tensorflow as tf
 
 from recipes import nmt, training
 from recipes.config import ConfigError, from_words
-from recipes.translator import Translator
+from recipes.nmt import data as nmt_data
+from recipes.nmt.inference import Translator
 from tests.conftest import SAMPLE, TINY_SUBWORD_NMT
 from zoo import text
 from zoo.data import parallel
@@ -298,7 +299,7 @@ def test_worker_shard_from_tf_config(monkeypatch, tf_config, expected):
         monkeypatch.delenv("TF_CONFIG", raising=False)
     else:
         monkeypatch.setenv("TF_CONFIG", json.dumps(tf_config))
-    assert nmt._worker_shard() == expected
+    assert nmt_data._worker_shard() == expected
 
 
 def test_each_worker_streams_its_own_shard(monkeypatch, sample_tokenizer):
@@ -311,7 +312,7 @@ def test_each_worker_streams_its_own_shard(monkeypatch, sample_tokenizer):
     for index in (0, 1):
         monkeypatch.setenv("TF_CONFIG", json.dumps(
             {"cluster": {"worker": ["h:1", "h:2"]}, "task": {"type": "worker", "index": index}}))
-        assert nmt._worker_shard() == (2, index)
+        assert nmt_data._worker_shard() == (2, index)
         ds = nmt.stream_dataset(parallel.pairs_dataset(parallel.parse_split("train", split)),
                                 _data(sample_tokenizer, split), config)
         source = _check_batch(next(iter(ds)))

@@ -8,7 +8,7 @@ import pytest
 
 from recipes import nmt, training
 from recipes.config import apply_overrides
-from recipes.translator import Translator
+from recipes.nmt.inference import Translator
 from tests.recipes.conftest import TINY_NMT
 
 

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from recipes import config as recipes_config
 from tests.recipes.test_tuning import REPO, TINY_WORDS, TRIAL_DONE
 
 # "trial 1 [tuner0] attention=luong_dot dropout=0.1 ...; epochs 0->1": the trial's values.
@@ -82,13 +83,13 @@ from tests.recipes.test_tuning import _trials as _summary  # noqa: E402
 @pytest.fixture
 def fake(monkeypatch, tmp_path):
     """Searches in this process under `tmp_path`, trials scored by the stand-in runner."""
-    from recipes import training, tuning
+    from recipes import tuning
 
     for name in ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(training, "RUNS_ROOT", str(tmp_path))
+    monkeypatch.setattr(recipes_config, "RUNS_ROOT", str(tmp_path))
     runner = FakeTrials()
-    monkeypatch.setitem(tuning.RUNNERS, "nmt", lambda: runner)
+    monkeypatch.setattr(tuning, "make_trials", lambda recipe: runner)
     return runner
 
 

@@ -13,8 +13,10 @@ import time
 import keras_tuner as kt
 import pytest
 
+from recipes import config as recipes_config
 from recipes import nmt, tuning
 from recipes.config import ConfigError, apply_overrides, field_types, from_words
+from zoo.layers import ATTENTION_TYPES
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -39,11 +41,10 @@ TRIAL_DONE = re.compile(r"^trial (\d+) \[(\S+)\] done: val_bleu=", re.M)
 @pytest.fixture
 def single_process(monkeypatch, tmp_path):
     """One process, no chief; runs under this test's own folder."""
-    from recipes import training
 
     for name in ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(training, "RUNS_ROOT", str(tmp_path))
+    monkeypatch.setattr(recipes_config, "RUNS_ROOT", str(tmp_path))
     return tmp_path
 
 
@@ -92,7 +93,7 @@ def test_nmt_search_space_names_config_fields_and_covers_every_attention():
     assert names <= set(field_types(nmt.NmtConfig))
     assert {"attention", "units", "embedding_dim", "dropout", "learning_rate", "beam_size"} <= names
     assert set(hp.space[[p.name for p in hp.space].index("attention")].values) == set(
-        nmt.ATTENTION_TYPES
+        ATTENTION_TYPES
     )
     config.validate()
 
@@ -140,7 +141,7 @@ class FakeTrials:
 @pytest.fixture
 def fake(monkeypatch, single_process):
     runner = FakeTrials()
-    monkeypatch.setitem(tuning.RUNNERS, "nmt", lambda: runner)
+    monkeypatch.setattr(tuning, "make_trials", lambda recipe: runner)
     return runner
 
 

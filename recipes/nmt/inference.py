@@ -1,4 +1,5 @@
-"""Using a trained nmt run: translate text, n-best lists, evaluation by source length, plots.
+"""Using a trained nmt run: translate text, n-best lists, attention plots; the same API over an
+exported SavedModel; and the `translate` command line.
 
     >>> from recipes import load
     >>> model = load("runs/nmt/latest")
@@ -11,23 +12,29 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from recipes import training
-from recipes.config import write_json
-from zoo import decoding, plots, text
-from zoo.data import parallel
-from zoo.subwords import SubwordTokenizer
-from zoo.translation_metrics import (
-    format_report,
-    format_text_report,
-    quality_report,
-    text_quality_report,
+from recipes import runner
+from recipes.commands import (
+    Output,
+    check_counts,
+    decode_lines,
+    open_model,
+    read_input,
+    saved_model_folder,
+    signature_inputs,
+    split_lines,
 )
+from recipes.nmt.config import NmtConfig
+from recipes.nmt.data import load_vocabularies
+from zoo import decoding, plots, text
+from zoo.errors import RunError
+from zoo.subwords import SubwordTokenizer
 
 # What one sentence and one request may cost. A sentence longer than MAX_SENTENCE_BYTES bytes
 # (UTF-8) is cut to that many, at a character boundary, BEFORE it is normalised and tokenised,
@@ -38,6 +45,8 @@ from zoo.translation_metrics import (
 # `python -m export nmt --max-sentence-bytes N --max-request-sentences N` changes them, and the
 # artifact's metadata (`assets.extra/nmt.json`, `tflite/nmt.json`) records what it was given.
 MAX_SENTENCE_BYTES = 8192
+
+
 MAX_REQUEST_SENTENCES = 256
 
 
@@ -109,23 +118,7 @@ class Translator:
 
     @classmethod
     def from_run(cls, run_dir: str, weights: str = "model.keras") -> "Translator":
-        from recipes.nmt import NmtConfig
-
-        run_dir = training.resolve_run(run_dir)
-        config_path = os.path.join(run_dir, "config.json")
-        if not os.path.exists(config_path):
-            raise training.RunError(f"{run_dir} has no config.json; is it an nmt run folder?")
-        with open(config_path, encoding="utf-8") as f:
-            config = NmtConfig(**json.load(f))
-        path = os.path.join(run_dir, weights)
-        if not os.path.exists(path):
-            raise training.RunError(
-                f"{run_dir} has no {weights}: its training has not finished; re-run "
-                "`python -m recipes train nmt` with the same arguments to finish it"
-            )
-        from recipes.nmt import load_vocabularies
-
-        model = training.load_model_checked(path)
+        run_dir, config, model = runner.load_run("nmt", lambda v: NmtConfig(**v), run_dir, weights)
         return cls(model, *load_vocabularies(run_dir, config), config)
 
     # -- decoding ids ------------------------------------------------------------------------
@@ -293,86 +286,6 @@ def plot_translation(result: Translation, path: str, title: str | None = None):
     )
 
 
-# -- evaluation ------------------------------------------------------------------------------
-
-
-def evaluate(run_dir: str, beam: int | None = None, split: str = "test", plots_count: int = 4,
-             quiet: bool = False, test_file: str | None = None) -> dict:
-    """Decodes a split (or a user's own `test_file`: a .tsv or SOURCE,TARGET plain-text files),
-    scores it by source length (cased, detokenised sacreBLEU and chrF, with their signatures;
-    for whole-word runs also exact match and BLEU on the run's own tokens), writes metrics.json,
-    the hypotheses (`hypotheses-<split>-<decoding>.txt`, one a line) and attention plots."""
-    from recipes.nmt import load_pairs
-
-    run_dir = training.resolve_run(run_dir)
-    translator = Translator.from_run(run_dir)
-    config = translator.config
-    beam = config.beam_size if beam is None else beam
-    if test_file:
-        test = parallel.parse_split("test", test_file)
-        parallel.check_split(test)
-        pairs, split = parallel.read_pairs(test), os.path.splitext(os.path.basename(test.source_path))[0]
-    else:
-        pairs = dict(zip(("train", "validation", "test"), load_pairs(config)[:3], strict=True))[split]
-    sources = [s for s, _ in pairs]
-    t0 = time.time()
-    bar = keras.utils.Progbar(len(sources), unit_name="sentence", verbose=0 if quiet else 1)
-    done = [0]
-
-    def progress(n):
-        done[0] += n
-        bar.update(done[0])
-
-    results = translator.translate(sources, beam=beam, batch_size=128, progress=progress)
-    seconds = time.time() - t0
-    decoding_name = "greedy" if beam == 1 else f"beam{beam}"
-    lengths = [len(r.source_tokens) for r in results]
-    if translator.subword:
-        report = {}
-    else:  # the number task's figures: exact match and BLEU on the run's own tokens
-        references = [" ".join(t[: config.max_target_length])
-                      for t in text.python_tokens([t for _, t in pairs])]
-        report = quality_report([" ".join(r.tokens) for r in results], references, lengths)
-    report.update(
-        text=text_quality_report([r.text for r in results], [t for _, t in pairs],
-                                 [len(s.split()) for s in sources]),
-        decoding="greedy" if beam == 1 else f"beam {beam}",
-        split=split,
-        sentences=len(sources),
-        seconds=round(seconds, 2),
-        sentences_per_second=round(len(sources) / max(seconds, 1e-9), 1),
-    )
-    hypotheses_path = os.path.join(run_dir, f"hypotheses-{split}-{decoding_name}.txt")
-    tmp = f"{hypotheses_path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(r.text.replace("\n", " ") + "\n" for r in results)
-    os.replace(tmp, hypotheses_path)
-    report["hypotheses"] = os.path.basename(hypotheses_path)
-    metrics_path = os.path.join(run_dir, "metrics.json")
-    metrics = {}
-    if os.path.exists(metrics_path):
-        with open(metrics_path, encoding="utf-8") as f:
-            metrics = json.load(f)
-    metrics[f"{split}_{decoding_name}"] = report
-    write_json(metrics_path, metrics)
-    # A few alignments of different lengths, shortest to longest.
-    by_len = sorted(range(len(results)), key=lambda i: lengths[i])
-    if translator.model.decoder.attention is None:
-        plots_count = 0  # the bottleneck baseline has no alignment to draw
-    for n, i in enumerate(by_len[:: max(1, len(by_len) // max(1, plots_count))][:plots_count]):
-        plot_translation(results[i], os.path.join(run_dir, f"attention-{n}.png"),
-                         title=f"{sources[i][:60]}")
-    if not quiet:
-        title = (f"{run_dir} — {split} ({len(sources)} sentences), {report['decoding']}, "
-                 f"{report['sentences_per_second']} sentences/s")
-        if "overall" in report:
-            print(format_report(report, title + "; on the run's own tokens:"))
-            title = "detokenised text:"
-        print(format_text_report(report["text"], title))
-        print(f"hypotheses: {hypotheses_path}")
-    return report
-
-
 class AttentionImages(keras.callbacks.Callback):
     """Every epoch: greedy-decodes a fixed handful of validation sentences and writes their
     alignment heatmaps to TensorBoard (`logs/attention`), to watch the alignment form."""
@@ -399,32 +312,8 @@ class AttentionImages(keras.callbacks.Callback):
         self.writer.flush()
 
 
-# -- an exported SavedModel behind the same API ----------------------------------------------
-
-
 # The exported SavedModel's metadata, under `<version>/assets.extra/` (written by `python -m export`).
 METADATA_FILE = "nmt.json"
-
-
-def saved_model_folder(path: str, recipe: str = "nmt") -> str:
-    """`path` itself when it holds a SavedModel, else its newest integer version
-    (`exports/nmt` -> `exports/nmt/3`); a clear error, naming the command that writes one."""
-    if os.path.isfile(os.path.join(path, "saved_model.pb")):
-        return path
-    if os.path.isdir(path):
-        found = [int(n) for n in os.listdir(path)
-                 if n.isdigit() and os.path.isfile(os.path.join(path, n, "saved_model.pb"))]
-        if found:
-            return os.path.join(path, str(max(found)))
-    raise training.RunError(
-        f"no SavedModel at {path}; `make export RECIPE={recipe}` (or `python -m export {recipe}`) "
-        f"writes one to exports/{recipe}/<version>/"
-    )
-
-
-def signature_inputs(saved_model, name: str = "serving_default") -> list[str]:
-    """The input names of a loaded SavedModel's signature (`["text"]` for nmt)."""
-    return sorted(saved_model.signatures[name].structured_input_signature[1])
 
 
 class SavedModelTranslator:
@@ -448,7 +337,7 @@ class SavedModelTranslator:
         signatures = sorted(self.model.signatures)
         inputs = signature_inputs(self.model) if "serving_default" in signatures else []
         if "greedy" not in signatures or inputs != ["text"]:
-            raise training.RunError(
+            raise RunError(
                 f"{self.path} is not an nmt SavedModel: expected the signatures serving_default "
                 f"and greedy taking `text`, found {signatures} taking {inputs}; `make export "
                 "RECIPE=nmt` writes one"
@@ -522,3 +411,100 @@ class SavedModelTranslator:
             source_tokens=source,
             truncated=bool(out["truncated"][row]) if "truncated" in out else False,
         )
+
+
+# -- the translate command ---------------------------------------------------------------
+
+
+# Lines translated per call of `translate` in file mode: enough for length-sorted batches,
+# few enough that output reaches a pipe as it goes.
+CHUNK_BATCHES = 16
+
+
+def _format(number: int, result, n_best: int) -> list[str]:
+    """The output lines for one input: its translation, or `n_best` numbered lines with scores."""
+    if n_best == 1:
+        return [result.text if result is not None else ""]
+    if result is None:
+        return []
+    return [f"{number}\t{h.score:.4f}\t{h.text}" for h in [result, *result.alternatives]]
+
+
+def _plot(results, numbers, sources, plot_dir, width):
+    written = 0
+    for number, source, result in zip(numbers, sources, results, strict=True):
+        if result is None or not result.source_tokens or result.attention.size == 0:
+            continue  # nothing to draw: an empty line, or a model without attention
+        path = os.path.join(plot_dir, f"attention-{number:0{width}d}.png")
+        plot_translation(result, path, title=source[:60])
+        written += 1
+    return written
+
+
+def translate_lines(model, texts, beam=None, n_best=1, batch_size=64, progress=None) -> list:
+    """`model.translate` over `texts`, `None` (unreadable) and blank entries giving `None`."""
+    todo = [i for i, t in enumerate(texts) if t is not None and t.strip()]
+    done = model.translate([texts[i] for i in todo], beam=beam, n_best=n_best,
+                           batch_size=batch_size, progress=progress)
+    results = [None] * len(texts)
+    for i, result in zip(todo, done, strict=True):
+        results[i] = result
+    return results
+
+
+def translate_command(args, recipe) -> int:
+    """`python -m recipes translate nmt ...` (see `recipes.commands`) with `recipe`, the nmt recipe."""
+    check_counts(args.beam, args.batch_size, args.n_best)
+    if args.texts and args.input:
+        raise ValueError("give sentences or --input FILE, not both")
+    if not args.texts and not args.input:
+        raise ValueError("nothing to translate: give sentences, or --input FILE ('-' for stdin)")
+    if args.input not in (None, "-") and not os.path.isfile(args.input):
+        raise ValueError(f"--input {args.input}: no such file")
+    model = open_model(recipe, args.run, args.model)  # before stdin: fail fast
+    if args.input:
+        texts, bad = decode_lines(split_lines(read_input(args.input)), "line")
+    else:
+        # Command-line bytes that are not UTF-8 arrive as surrogates (PEP 383).
+        raw = [t.encode("utf-8", "surrogateescape") for t in args.texts]
+        texts, bad = decode_lines(raw, "sentence")
+    if args.model and args.beam not in (None, 1):
+        print(f"note: the SavedModel's beam size was fixed at export; --beam {args.beam} "
+              "picks its beam search (serving_default)", file=sys.stderr)
+    output = Output(args.output)
+    width = len(str(len(texts)))
+    bar = None
+    if args.input:
+        from tqdm import tqdm
+
+        bar = tqdm(total=sum(1 for t in texts if t is not None and t.strip()), unit="line",
+                   file=sys.stderr, desc="translating", dynamic_ncols=True)
+    t0 = time.time()
+    plotted = 0
+    chunk = args.batch_size * CHUNK_BATCHES if args.input else max(1, len(texts))
+    ok = False
+    try:
+        for start in range(0, len(texts), chunk):
+            part = texts[start : start + chunk]
+            results = translate_lines(model, part, args.beam, args.n_best, args.batch_size,
+                                      progress=bar.update if bar is not None else None)
+            numbers = range(start + 1, start + len(part) + 1)
+            output.write_lines(
+                line for n, r in zip(numbers, results, strict=True) for line in _format(n, r, args.n_best)
+            )
+            if args.plot:
+                plotted += _plot(results, numbers, part, args.plot, width)
+        ok = True
+    finally:
+        if bar is not None:
+            bar.close()
+        output.close(keep=ok)
+    if args.input:
+        seconds = time.time() - t0
+        blank = sum(1 for t in texts if t is not None and not t.strip())
+        print(f"translated {len(texts) - blank - len(bad)} of {len(texts)} lines in "
+              f"{seconds:.1f}s ({blank} empty, {len(bad)} invalid UTF-8)"
+              + (f" -> {args.output}" if args.output not in (None, "-") else ""), file=sys.stderr)
+    if args.plot:
+        print(f"wrote {plotted} attention heatmap(s) to {args.plot}", file=sys.stderr)
+    return 1 if bad else 0
