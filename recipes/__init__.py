@@ -21,6 +21,8 @@ import io
 import os
 import tokenize
 
+from zoo.errors import ConfigError, missing_extra
+
 RECIPES = {"nmt": "recipes.nmt", "captioning": "recipes.captioning"}
 
 # The command-line commands each recipe has (`python -m recipes COMMAND RECIPE`): the command
@@ -36,8 +38,6 @@ COMMANDS = {
 def get_recipe(name: str):
     """The `recipes.base.Recipe` of `name` (its folder's `RECIPE`); an unknown name lists the
     known ones."""
-    from zoo.errors import ConfigError
-
     if name not in RECIPES:
         raise ConfigError(f"unknown recipe {name!r}; known recipes: {', '.join(RECIPES)}")
     return importlib.import_module(RECIPES[name]).RECIPE
@@ -45,8 +45,6 @@ def get_recipe(name: str):
 
 def check_command(command: str, name: str) -> None:
     """A one-line error unless recipe `name` has `command` (a key of `COMMANDS`' tuples)."""
-    from zoo.errors import ConfigError
-
     if name not in RECIPES:
         raise ConfigError(f"unknown recipe {name!r}; known recipes: {', '.join(RECIPES)}")
     if command not in COMMANDS[name]:
@@ -195,8 +193,6 @@ def search_keys(config_cls) -> list[str]:
     try:
         import keras_tuner as kt
     except ModuleNotFoundError as e:  # an extra: pip install 'attention-zoo[tune]'
-        from zoo.errors import missing_extra
-
         raise missing_extra(e) from None
 
     for name in RECIPES:
@@ -215,43 +211,22 @@ def load(path: str):
     `SavedModelTranslator` or `SavedModelCaptioner` (for an export): the recipe is the one whose
     name is in the path (`runs/<recipe>/...`, `exports/<recipe>/...`), nmt otherwise.
     """
-    from recipes import training
-
     parts = os.path.abspath(path).split(os.sep)
-    name = next((n for n in reversed(parts) if n in RECIPES), "nmt")
+    recipe = get_recipe(next((n for n in reversed(parts) if n in RECIPES), "nmt"))
     if os.path.exists(os.path.join(path, "saved_model.pb")):
-        return get_recipe(name).load_saved_model(path)
-    run_dir = training.resolve_run(path)
-    if not os.path.exists(os.path.join(run_dir, "config.json")):
-        from zoo.errors import RunError
-
-        raise RunError(f"{path} has no config.json: not a run folder")
-    return get_recipe(name).load(run_dir)
+        return recipe.load_saved_model(path)
+    return recipe.load(path)
 
 
 def plot_attention(result, path, title=None, image=None):
     """Writes the picture of where a model looked; returns the matplotlib figure.
 
     A `Translation` gives a heatmap (source tokens across, output tokens down); a `Caption`
-    gives the image and one attention overlay per word, and needs the `image` it describes.
+    gives the image and one attention overlay per word, and needs the `image` it describes
+    (a path, encoded bytes or an array).
 
     >>> result = load("runs/nmt/latest").translate(["three hundred forty-two"])[0]
     >>> plot_attention(result, "alignment.png")
     """
-    if hasattr(result, "source_tokens"):
-        from recipes.nmt.inference import plot_translation
-
-        return plot_translation(result, path, title=title)
-    if image is None:
-        raise ValueError("plot_attention(caption, path, image=...): a caption's overlays need "
-                         "the image it describes (a path, bytes or an array)")
-    from recipes.captioning.inference import plot_caption
-
-    if isinstance(image, (str, os.PathLike)):
-        with open(image, "rb") as f:
-            image = f.read()
-    if isinstance(image, (bytes, bytearray)):  # an encoded JPEG, PNG, ...: shown full size
-        import tensorflow as tf
-
-        image = tf.io.decode_image(bytes(image), channels=3, expand_animations=False).numpy()
-    return plot_caption(image, result, path)
+    recipe = get_recipe("nmt" if hasattr(result, "source_tokens") else "captioning")
+    return recipe.plot(result, path, title=title, image=image)

@@ -101,6 +101,10 @@ class Recipe:
         """The tuning objectives other than `val_loss`, for a trial's trained model."""
         raise NotImplementedError
 
+    def plot(self, result, path: str | None, title: str | None = None, image=None):
+        """The picture of where the model looked for one `load(...)` result (required)."""
+        raise NotImplementedError
+
     def after_training(self, run_dir: str, data, quiet: bool) -> None:
         """Runs on the chief once a run has finished training (e.g. evaluate it)."""
 

@@ -127,14 +127,14 @@ def load_run(name: str, config_from_json, run_dir: str, weights: str = "model.ke
     run_dir = training.resolve_run(run_dir)
     config_path = os.path.join(run_dir, "config.json")
     if not os.path.exists(config_path):
-        raise RunError(f"{run_dir} has no config.json; is it a {name} run folder?")
+        raise RunError(f"{run_dir} has no config.json; is it {_a(name)} run folder?")
     with open(config_path, encoding="utf-8") as f:
         values = json.load(f)
     try:
         config = config_from_json(values)
     except TypeError as e:  # config.json has keys this recipe's config does not know
-        raise RunError(f"{run_dir} is not a {name} run ({e}); pass a {name} run folder with "
-                       "--run") from None
+        raise RunError(f"{run_dir} is not {_a(name)} run ({e}); pass {_a(name)} run folder "
+                       "with --run") from None
     path = os.path.join(run_dir, weights)
     if not os.path.exists(path):
         raise RunError(
@@ -142,6 +142,11 @@ def load_run(name: str, config_from_json, run_dir: str, weights: str = "model.ke
             f"`python -m recipes train {name}` with the same arguments to finish it"
         )
     return run_dir, config, training.load_model_checked(path)
+
+
+def _a(name: str) -> str:
+    """"an nmt", "a captioning": the article as the name is read aloud (nmt letter by letter)."""
+    return f"{'an' if name[:1] in 'aeio' or name == 'nmt' else 'a'} {name}"
 
 
 def record_metrics(run_dir: str, key: str, report: dict) -> None:

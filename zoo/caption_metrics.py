@@ -48,7 +48,7 @@ def corpus_bleu_n(hypotheses, references, max_order=4):
         )
     matches, totals = [0] * max_order, [0] * max_order
     hyp_length = ref_length = 0
-    for n_caption, (hypothesis, refs) in enumerate(zip(hypotheses, references)):
+    for n_caption, (hypothesis, refs) in enumerate(zip(hypotheses, references, strict=True)):
         if not refs:
             raise ValueError(f"Caption {n_caption} has no reference; each needs at least one.")
         hypothesis = list(hypothesis)

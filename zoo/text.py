@@ -12,6 +12,8 @@ import os
 import tensorflow as tf
 import tensorflow_text as tft
 
+from zoo.errors import DataError
+
 PAD, UNK, START, END = "", "[UNK]", "[START]", "[END]"
 SPECIAL_TOKENS = (PAD, UNK, START, END)
 PAD_ID, UNK_ID, START_ID, END_ID = 0, 1, 2, 3
@@ -112,8 +114,6 @@ class Vocabulary:
 
     @classmethod
     def load(cls, path: str) -> "Vocabulary":
-        from zoo.errors import DataError
-
         try:
             with open(path, encoding="utf-8") as f:
                 tokens = f.read().split("\n")[:-1]

@@ -30,7 +30,7 @@ def exact_match(hypotheses: list[str], references: list[str]) -> float:
     """Share of sentences whose tokens equal the reference's, in 0-100."""
     if not hypotheses:
         return 0.0
-    hits = sum(h.split() == r.split() for h, r in zip(hypotheses, references))
+    hits = sum(h.split() == r.split() for h, r in zip(hypotheses, references, strict=True))
     return 100.0 * hits / len(hypotheses)
 
 

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import os
 
+import tensorflow as tf
+
 from recipes.base import Recipe
 from recipes.captioning.config import (
     CONTINUE_KEYS,
@@ -117,6 +119,17 @@ class Captioning(Recipe):
 
     def load_saved_model(self, path):
         return SavedModelCaptioner(path)
+
+    def plot(self, result, path, title=None, image=None):
+        if image is None:
+            raise ValueError("plot_attention(caption, path, image=...): a caption's overlays "
+                             "need the image it describes (a path, bytes or an array)")
+        if isinstance(image, (str, os.PathLike)):
+            with open(image, "rb") as f:
+                image = f.read()
+        if isinstance(image, (bytes, bytearray)):  # an encoded JPEG, PNG, ...: shown full size
+            image = tf.io.decode_image(bytes(image), channels=3, expand_animations=False).numpy()
+        return plot_caption(image, result, path)
 
     def evaluate(self, run_dir, beam=None, **kwargs):
         return _evaluate(run_dir, beam=beam, **kwargs)

@@ -15,11 +15,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from recipes import runner
+from recipes import plot_attention, runner
 from recipes.captioning.config import CaptioningConfig, config_from_json
 from recipes.captioning.data import CaptionSplit
 from recipes.commands import check_counts, open_model, saved_model_folder, signature_inputs
 from zoo import decoding, plots, text
+from zoo import images as zoo_images
 from zoo.data import coco
 from zoo.errors import DataError, RunError
 from zoo.image_captioner import ImageCaptioner
@@ -207,8 +208,6 @@ class SavedModelCaptioner:
     """
 
     def __init__(self, path: str):
-        import tensorflow as tf
-
         self.path = saved_model_folder(path, "captioning")
         self.model = tf.saved_model.load(self.path)
         signatures = sorted(self.model.signatures)
@@ -224,12 +223,6 @@ class SavedModelCaptioner:
         """Image files (or encoded bytes) -> uint8 `(H, W, 3)` arrays at their own size. Each
         header is checked before decoding (`zoo.images`: JPEG / PNG / GIF / BMP only, at most
         `MAX_IMAGE_BYTES` bytes and `MAX_IMAGE_PIXELS` pixels); a `DataError` names the image."""
-        import tensorflow as tf
-
-        from zoo import images as zoo_images
-        from zoo.data import coco
-        from zoo.errors import DataError
-
         out = []
         for n, image in enumerate(images):
             if isinstance(image, (bytes, bytearray)):
@@ -248,8 +241,6 @@ class SavedModelCaptioner:
         return out
 
     def caption(self, images, beam=None, batch_size=1, progress=None) -> list:
-        import tensorflow as tf
-
         signature = self.model.signatures["greedy" if beam == 1 else "serving_default"]
         results = []
         for image in images:
@@ -290,8 +281,6 @@ def caption_command(args, recipe) -> int:
         print(f"{name}\t{result.text}")
     sys.stdout.flush()
     if args.plot:
-        from recipes import plot_attention
-
         width = len(str(len(names)))
         written = 0
         for n, (name, result) in enumerate(zip(names, results, strict=True), 1):

@@ -52,6 +52,7 @@ from recipes.nmt.inference import (
     SavedModelTranslator,
     Translation,
     Translator,
+    plot_translation,
     translate_command,
 )
 from recipes.nmt.model import build_model, compile_model, init_output_bias, search_space
@@ -120,6 +121,9 @@ class Nmt(Recipe):
 
     def load_saved_model(self, path):
         return SavedModelTranslator(path)
+
+    def plot(self, result, path, title=None, image=None):
+        return plot_translation(result, path, title=title)
 
     def evaluate(self, run_dir, beam=None, **kwargs):
         return _evaluate(run_dir, beam=beam, **kwargs)

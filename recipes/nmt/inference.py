@@ -18,6 +18,7 @@ import time
 import keras
 import numpy as np
 import tensorflow as tf
+from tqdm import tqdm
 
 from recipes import runner
 from recipes.commands import (
@@ -330,7 +331,8 @@ class SavedModelTranslator:
     """
 
     def __init__(self, path: str):
-        import tensorflow_text  # noqa: F401 - registers the TF Text ops the graph uses
+        # Registers the TF Text ops the graph uses; only a SavedModel needs them, so loaded here.
+        import tensorflow_text  # noqa: F401
 
         self.path = saved_model_folder(path)
         self.model = tf.saved_model.load(self.path)
@@ -475,8 +477,6 @@ def translate_command(args, recipe) -> int:
     width = len(str(len(texts)))
     bar = None
     if args.input:
-        from tqdm import tqdm
-
         bar = tqdm(total=sum(1 for t in texts if t is not None and t.strip()), unit="line",
                    file=sys.stderr, desc="translating", dynamic_ncols=True)
     t0 = time.time()

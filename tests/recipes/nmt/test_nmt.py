@@ -20,7 +20,7 @@ from zoo import decoding, text
 from zoo.data import num2words_corpus, tsv
 from zoo.errors import DataError
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
 # -- data ------------------------------------------------------------------------------------

@@ -11,11 +11,11 @@ import time
 
 import pytest
 
-from tests.recipes.test_captioning import TINY
+from tests.recipes.captioning.test_captioning import TINY
 
 pytestmark = pytest.mark.slow
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 EPOCHS = 4
 # Big enough that an epoch lasts a few seconds (the kills land inside one), small enough to
 # train in a minute.

@@ -21,7 +21,7 @@ from zoo.data import parallel
 from zoo.losses import MaskedTokenLosses, masked_token_losses
 from zoo.subwords import SubwordTokenizer
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 SPLITS = {k: os.path.join(SAMPLE, f"{k}.tsv") for k in ("train", "valid", "test")}
 SENTENCE = "L'Éternel dit à Moïse: « Où es-tu? » Ça va."
 
@@ -412,7 +412,7 @@ def test_evaluate_without_run_reads_the_runs_root_training_uses(subword_run, tmp
     runs = tmp_path / "elsewhere"
     (runs / "nmt").mkdir(parents=True)
     (runs / "nmt" / "latest").symlink_to(os.path.abspath(subword_run))
-    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     hypotheses = os.path.join(subword_run, "hypotheses-test-greedy.txt")
     if os.path.exists(hypotheses):
         os.remove(hypotheses)
