@@ -6,9 +6,9 @@
     'exports/nmt/1'
 
 An exporter per recipe (`EXPORTERS`) reads a run folder through the recipe's own loader and
-writes the two artifacts with the shared pieces: `saved_model.write_version` (TF Serving's
+writes the two artifacts with the shared pieces: `layout.write_version` (TF Serving's
 versioned layout, temporary folder then rename), `warmup.write_requests`,
-`saved_model.write_models_config` and `tflite.convert` (builtin ops only). Adding a recipe means
+`layout.write_models_config` and `tflite.convert` (builtin ops only). Adding a recipe means
 one `save_<recipe>` (signatures) in `saved_model.py`, one `write_<recipe>` in `tflite.py`, and
 one entry here.
 
@@ -114,7 +114,7 @@ def export_nmt(run_dir: str, exports_root: str = DEFAULT_EXPORTS, tflite: bool =
                max_sentence_bytes: int | None = None,
                max_request_sentences: int | None = None) -> dict:
     """The nmt exporter: see `export`; `replace_unk` overrides the run's setting."""
-    from export import saved_model
+    from export import layout, saved_model
     from export import tflite as tflite_export
     from recipes.translator import MAX_REQUEST_SENTENCES, MAX_SENTENCE_BYTES, Translator
 
@@ -129,14 +129,14 @@ def export_nmt(run_dir: str, exports_root: str = DEFAULT_EXPORTS, tflite: bool =
         raise ExportError(
             f"{run_dir} is not an nmt run ({e}); pass an nmt run with --run"
         ) from None
-    folder = saved_model.write_version(
+    folder = layout.write_version(
         exports_root,
         "nmt",
         lambda tmp: saved_model.save_nmt(translator, tmp, "nmt", replace_unk=replace_unk,
                                          max_sentence_bytes=max_sentence_bytes,
                                          max_request_sentences=max_request_sentences),
     )
-    config_path = saved_model.write_models_config(exports_root, base_path)
+    config_path = layout.write_models_config(exports_root, base_path)
     files = (tflite_export.write_nmt(translator, exports_root, "nmt", quantize,
                                      max_sentence_bytes=max_sentence_bytes) if tflite else [])
     return {"saved_model": folder, "models_config": config_path, "tflite": files}
@@ -145,7 +145,7 @@ def export_nmt(run_dir: str, exports_root: str = DEFAULT_EXPORTS, tflite: bool =
 def export_captioning(run_dir: str, exports_root: str = DEFAULT_EXPORTS, tflite: bool = True,
                       quantize: bool = False, base_path: str = "/models") -> dict:
     """The captioning exporter: see `export`."""
-    from export import saved_model
+    from export import layout, saved_model
     from export import tflite as tflite_export
     from recipes.captioning import Captioner
 
@@ -155,11 +155,11 @@ def export_captioning(run_dir: str, exports_root: str = DEFAULT_EXPORTS, tflite:
         raise ExportError(
             f"{run_dir} is not a captioning run ({e}); pass a captioning run with --run"
         ) from None
-    folder = saved_model.write_version(
+    folder = layout.write_version(
         exports_root, "captioning",
         lambda tmp: saved_model.save_captioning(captioner, tmp, "captioning"),
     )
-    config_path = saved_model.write_models_config(exports_root, base_path)
+    config_path = layout.write_models_config(exports_root, base_path)
     files = (tflite_export.write_captioning(captioner, exports_root, "captioning", quantize)
              if tflite else [])
     return {"saved_model": folder, "models_config": config_path, "tflite": files}
