@@ -64,7 +64,7 @@ TFLITE_DIR = "tflite"
 
 def nmt_archive(translator) -> keras.export.ExportArchive:
     """The fixed-shape greedy translator (ids in, ids and attention out) as an ExportArchive."""
-    from export.saved_model import without_blank
+    from export.nmt import without_blank
 
     model, config = translator.model, translator.config
     source_length = int(config.max_source_length)

@@ -185,7 +185,7 @@ def test_client_splits_texts_into_requests_within_the_cap():
 def test_cut_utf8_never_splits_a_character_and_matches_the_graph():
     import tensorflow as tf
 
-    from export.saved_model import cut_bytes
+    from export.nmt import cut_bytes
     from recipes.translator import cut_utf8
 
     rng = np.random.default_rng(0)

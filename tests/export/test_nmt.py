@@ -1,5 +1,5 @@
-"""The nmt SavedModel: a clean-process load, signatures, agreement with the Keras model, bad
-requests, warmup records and `saved_model_cli`."""
+"""The nmt export (`export.nmt`). The SavedModel: a clean-process load, signatures, agreement
+with the Keras model, bad requests, warmup records and `saved_model_cli`."""
 
 import os
 import subprocess
@@ -110,7 +110,7 @@ def test_bad_requests_give_documented_outputs(clean_outputs, translator):
 def test_replace_unknown_points_at_the_attended_source_token():
     import tensorflow as tf
 
-    from export.saved_model import replace_unknown
+    from export.nmt import replace_unknown
 
     words = tf.constant([["[UNK]", "b", "[UNK]"], ["[UNK]", "[UNK]", ""]])
     ids = tf.constant([[1, 5, 1], [1, 1, 0]])

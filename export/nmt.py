@@ -1,11 +1,11 @@
-"""SavedModels for TF Serving: each recipe's signatures (the versioned layout is
-`export.layout`).
+"""The nmt export's SavedModel for TF Serving: its signatures, raw strings in, translations out
+(the versioned layout is `export.layout`; the TFLite model is still `export.tflite`).
 
-Everything from the request to the answer is in the graph, written with TensorFlow ops and
-tensorflow-text ops (which TF Serving links since 2.2), so a SavedModel loads in any process that
-has `tensorflow` and `tensorflow_text` and none of this project's code.
+Everything from the request to the answer is in the SavedModel's graph, written with TensorFlow
+ops and tensorflow-text ops (which TF Serving links since 2.2), so a SavedModel loads in any
+process that has `tensorflow` and `tensorflow_text` and none of this project's code.
 
-nmt signatures:
+Signatures (`nmt_archive`):
 
 - `serving_default`: beam search with the run's `beam_size`, `length_penalty` and
   `coverage_penalty` (greedy when `beam_size` is 1).
@@ -36,7 +36,7 @@ defaults `recipes.translator.MAX_SENTENCE_BYTES` and `MAX_REQUEST_SENTENCES`) an
   boundary, as `recipes.translator.cut_utf8`) BEFORE it is normalised and tokenised, so a huge
   string costs no more than a long sentence; its `truncated` is true.
 
-nmt requests that are not ordinary sentences give outputs, never an error:
+Requests that are not ordinary sentences give outputs, never an error:
 
 - Empty, whitespace-only or any string without source tokens: an empty translation, without a
   made-up sentence: `translation` `""`, `target_tokens` all `""` (no `[END]`), `attention` all
@@ -52,19 +52,6 @@ nmt requests that are not ordinary sentences give outputs, never an error:
   `auto` with a TSV corpus), each output `[UNK]` is replaced by the source token its attention
   peaks on, as `recipes.translator.Translator.translate` does.
 - An empty batch (`[0]` strings): empty outputs of the shapes above.
-
-captioning signatures (`captioning_archive`): `serving_default` and `greedy` take `image` uint8
-`[B, H, W, 3]`, `serving_bytes` takes `image_bytes` string `[B]` (encoded JPEG / PNG / GIF /
-BMP); each returns `caption` string `[B]`, `tokens` string `[B, T_out]`, `attention` float32
-`[B, T_out, h, w]` and `score` float32 `[B]`. Images of any other size are resized to the run's
-`image_size` (bilinear, antialiased, aspect ratio not kept), as `Captioner.load_images` does,
-from the uint8 pixels (only the resized image is ever float32); an image with no pixels is
-captioned as a black image. `serving_bytes` judges each file by its header before decoding it
-(`zoo.images`): bytes that are not a JPEG / PNG / GIF / BMP file (WebP, TIFF, text, empty), more
-than `MAX_IMAGE_BYTES` (50 MiB) bytes or declaring more than `MAX_IMAGE_PIXELS` (25 million)
-pixels fail that request with INVALID_ARGUMENT, naming the image (`image_bytes[i]`) and the
-limit; so does a file that starts like an image but is corrupt. The server goes on. Grey or RGBA pixel arrays do not fit `[B, H, W, 3]`: TF Serving refuses them before
-the model runs (send 3 channels, or the encoded file to `serving_bytes`).
 """
 
 from __future__ import annotations
@@ -75,12 +62,12 @@ import os
 import keras
 import tensorflow as tf
 
+from export import graph
 from recipes.translator import MAX_REQUEST_SENTENCES, MAX_SENTENCE_BYTES
-from zoo import decoding
 from zoo import text as zoo_text
 from zoo.subwords import SubwordTokenizer
 
-# -- nmt in TensorFlow ops -------------------------------------------------------------------
+# -- the SavedModel's graph, in TensorFlow ops ---------------------------------------------
 
 
 def check_caps(max_sentence_bytes, max_request_sentences) -> None:
@@ -139,23 +126,6 @@ def replace_unknown(words, target_ids, lengths, source_tokens, source_lengths, a
     return tf.where(replace, peak_token, words)
 
 
-def search(decoding_inputs, batch_size, max_length, beam_size: int, length_penalty=0.0,
-           coverage_penalty=0.0):
-    """Greedy (`beam_size == 1`) or beam search from a model's `decoding_inputs(...)`; returns
-    the best hypothesis per example: tokens `[B, T]`, lengths `[B]`, attention `[B, T, S]` and
-    score `[B]`, as `zoo.decoding.greedy_search` does."""
-    step_fn, state, constants = decoding_inputs
-    start = tf.fill([batch_size], zoo_text.START_ID)
-    if beam_size == 1:
-        return decoding.greedy_search(step_fn, state, constants, start, zoo_text.END_ID, max_length)
-    out = decoding.beam_search(
-        step_fn, state, constants, start, zoo_text.END_ID, max_length,
-        beam_size=beam_size, length_penalty=length_penalty,
-        coverage_penalty=coverage_penalty, n_best=1,
-    )
-    return {k: out[k][:, 0] for k in ("tokens", "lengths", "attention", "score")}
-
-
 def cut_bytes(text, limit: int):
     """`[B]` strings -> (`[B]` strings of at most `limit` bytes, bool `[B]`: was it cut).
 
@@ -189,17 +159,6 @@ def check_request_size(text, limit: int):
         return tf.identity(text)
 
 
-def unless_empty(batch_size, run, empty_outputs):
-    """`run()` for a batch of one or more, else `empty_outputs()` without running the model.
-
-    An empty batch is a valid request. On CPUs where TensorFlow turns its oneDNN graph rewrites on
-    (the default on many Intel and AMD CPUs), the rewritten batch-normalised convolution fails on
-    a zero-sized batch, so an empty batch must never reach the model; on other CPUs the model is
-    simply skipped. Both branches return the same structure and dtypes.
-    """
-    return tf.cond(batch_size > 0, run, empty_outputs)
-
-
 def without_blank(out, has_source):
     """A search's outputs with the rows of sentences without source tokens (`has_source` bool
     `[B]` false) emptied: no tokens (not even the end token), attention 0, score 0. Rows are
@@ -212,16 +171,6 @@ def without_blank(out, has_source):
         "attention": tf.where(keep[:, :, None], out["attention"], tf.zeros_like(out["attention"])),
         "score": tf.where(has_source, out["score"], tf.zeros_like(out["score"])),
     }
-
-
-def trim(out):
-    """Cuts a search's outputs to the rows that mean something: each output token's plus the
-    end token's where it was emitted. Returns `(ids [B, T_out], lengths [B], attention
-    [B, T_out, S])`; `ids[b, lengths[b]]` is the end id when it was emitted, later ids are 0."""
-    tokens, lengths = out["tokens"], out["lengths"]
-    rows = tf.minimum(lengths + 1, tf.shape(tokens)[1])
-    width = tf.reduce_max(tf.concat([rows, [0]], 0))
-    return tokens[:, :width], lengths, out["attention"][:, :width]
 
 
 class NmtGraph:
@@ -290,7 +239,7 @@ class NmtGraph:
         score `[B]`, from greedy (`beam_size == 1`) or beam search; `S'` is 0 without attention."""
         config = self.config
         source_lengths = tf.reduce_sum(tf.cast(source_ids != 0, tf.int32), 1)
-        return search(
+        return graph.search(
             self.model.decoding_inputs(source_ids),
             tf.shape(source_ids)[0],
             max_decode_length(source_lengths, config.max_target_length),
@@ -313,13 +262,13 @@ class NmtGraph:
             }
 
         text = check_request_size(text, self.max_request_sentences)
-        return unless_empty(tf.size(text), lambda: self._translate(text, beam_size), empty)
+        return graph.unless_empty(tf.size(text), lambda: self._translate(text, beam_size), empty)
 
     def _translate(self, text, beam_size: int):
         source_tokens, source_ids, truncated = self.tokenize(text)
         source_lengths = tf.reduce_sum(tf.cast(source_ids != 0, tf.int32), 1)
         out = without_blank(self.decode(source_ids, beam_size), source_lengths > 0)
-        target_ids, lengths, attention = trim(out)
+        target_ids, lengths, attention = graph.trim(out)
         width = tf.shape(target_ids)[1]
         # A model without attention has depth 0: give it the source's width, all zeros.
         depth_missing = tf.shape(source_ids)[1] - tf.shape(attention)[2]
@@ -359,7 +308,7 @@ def nmt_archive(translator, replace_unk=None, max_sentence_bytes: int = MAX_SENT
         replace_unk: overrides the run's `replace_unk` setting when not `None`.
         max_sentence_bytes, max_request_sentences: the caps (see the module docstring).
     """
-    graph = NmtGraph(
+    nmt = NmtGraph(
         translator.model,
         translator.source_vocab,
         translator.target_vocab,
@@ -368,22 +317,18 @@ def nmt_archive(translator, replace_unk=None, max_sentence_bytes: int = MAX_SENT
         max_sentence_bytes=max_sentence_bytes,
         max_request_sentences=max_request_sentences,
     )
-    archive = keras.export.ExportArchive()
-    archive.track(translator.model)
-    for trackable in graph.trackables():
-        archive.track(trackable)
     spec = [tf.TensorSpec([None], tf.string, name="text")]
     beam_size = int(translator.config.beam_size)
 
     def serving_default(text):
-        return graph.translate(text, beam_size)
+        return nmt.translate(text, beam_size)
 
     def greedy(text):
-        return graph.translate(text, 1)
+        return nmt.translate(text, 1)
 
-    archive.add_endpoint("serving_default", serving_default, input_signature=spec)
-    archive.add_endpoint("greedy", greedy, input_signature=spec)
-    return archive
+    return graph.archive(translator.model,
+                         {"serving_default": (serving_default, spec), "greedy": (greedy, spec)},
+                         trackables=nmt.trackables())
 
 
 def warmup_texts(source_tokens: list[str]) -> list[str]:
@@ -438,171 +383,4 @@ def save_nmt(translator, folder: str, model_name: str = "nmt", replace_unk=None,
         [warmup.predict_request(model_name, "serving_default", {"text": texts[i : i + size]})
          for i in range(0, len(texts), size)]
         + [warmup.predict_request(model_name, "greedy", {"text": texts[:min(2, size)]})],
-    )
-
-
-# -- captioning in TensorFlow ops ------------------------------------------------------------
-
-CAPTIONING_SIGNATURES = ("serving_default", "serving_bytes", "greedy")
-
-
-def resize_images(images, size: int):
-    """uint8 `[B, H, W, 3]` of any size -> uint8 `[B, size, size, 3]`, as
-    `Captioner.load_images` resizes arrays: untouched when already `size x size`, else bilinear
-    with antialiasing, rounded; an image with no pixels (`H` or `W` is 0) becomes black. The
-    resize reads the uint8 pixels: only the resized images are ever float32."""
-    from zoo.images import resize_uint8
-
-    shape = tf.shape(images)
-
-    def blank():
-        return tf.zeros([shape[0], size, size, 3], tf.uint8)
-
-    def same():
-        return tf.ensure_shape(images, [None, size, size, 3])
-
-    empty = tf.logical_or(shape[1] == 0, shape[2] == 0)
-    is_size = tf.logical_and(shape[1] == size, shape[2] == size)
-    return tf.cond(empty, blank, lambda: tf.cond(is_size, same, lambda: resize_uint8(images, size)))
-
-
-def decode_images(image_bytes, size: int):
-    """Encoded images `[B]` -> uint8 `[B, size, size, 3]` with `zoo.data.coco.decode_image` (as
-    `Captioner.load_images` decodes bytes), one image at a time, so a request holds at most one
-    full-size image. Each header is checked before its image is decoded: bytes that are not a
-    JPEG, PNG, GIF or BMP file, more than `zoo.images.MAX_IMAGE_BYTES` bytes or declaring more
-    than `zoo.images.MAX_IMAGE_PIXELS` pixels fail the request with INVALID_ARGUMENT, naming
-    the image (`image_bytes[i]`) and the limit; so does a corrupt file."""
-    from zoo.data import coco
-
-    def one(args):
-        index, data = args
-        name = tf.strings.format("image_bytes[{}]", (index,))
-        return coco.decode_image(data, size, name)
-
-    indices = tf.range(tf.shape(image_bytes)[0])
-    return tf.map_fn(one, (indices, image_bytes), parallel_iterations=1,
-                     fn_output_signature=tf.TensorSpec([size, size, 3], tf.uint8))
-
-
-class CaptioningGraph:
-    """The captioning model from images to captions, in TensorFlow ops.
-
-    Args:
-        captioner: a `recipes.captioning.Captioner` (model, vocabulary, config).
-    """
-
-    def __init__(self, captioner):
-        self.model = captioner.model
-        self.config = captioner.config
-        self.image_size = int(captioner.image_size)
-        self.strings = tf.constant(captioner.vocab.tokens)
-        attended = self.model.decoder.attention is not None
-        self.grid = tuple(captioner.grid_shape) if attended else (0, 0)
-
-    def caption(self, images, beam_size: int):
-        """uint8 `[B, image_size, image_size, 3]` -> caption, tokens, attention, score."""
-        h, w = self.grid
-
-        def empty():
-            return {
-                "caption": tf.zeros([0], tf.string),
-                "attention": tf.zeros([0, 0, h, w], tf.float32),
-                "tokens": tf.zeros([0, 0], tf.string),
-                "score": tf.zeros([0], tf.float32),
-            }
-
-        return unless_empty(tf.shape(images)[0], lambda: self._caption(images, beam_size), empty)
-
-    def _caption(self, images, beam_size: int):
-        out = search(
-            self.model.decoding_inputs(images),
-            tf.shape(images)[0],
-            int(self.config.max_caption_length) + 1,
-            beam_size,
-            self.config.length_penalty,
-        )
-        ids, lengths, attention = trim(out)
-        words = tf.gather(self.strings, ids)
-        h, w = self.grid
-        caption = tf.strings.reduce_join(
-            tf.RaggedTensor.from_tensor(words, lengths=tf.minimum(lengths, tf.shape(ids)[1])),
-            axis=-1, separator=" ",
-        )
-        shape = tf.concat([tf.shape(attention)[:2], [h, w]], 0)
-        return {
-            "caption": caption,
-            "attention": tf.reshape(attention, shape),
-            "tokens": words,
-            "score": out["score"],
-        }
-
-
-def captioning_archive(captioner) -> keras.export.ExportArchive:
-    """A `keras.export.ExportArchive` with the captioning signatures:
-
-    - `serving_default`: `image` uint8 `[B, H, W, 3]` (any `H`, `W`; resized in the graph),
-      beam search with the run's `beam_size` and `length_penalty`.
-    - `serving_bytes`: `image_bytes` string `[B]` (encoded JPEG / PNG / GIF / BMP; TF Serving's
-      REST API takes them as `{"b64": ...}`), the same search.
-    - `greedy`: `image` as `serving_default`, greedy search (what the TFLite model does).
-
-    Each returns `caption` string `[B]` (the words joined by spaces), `tokens` string
-    `[B, T_out]` (the words, then `"[END]"` where emitted, padded with `""`), `attention`
-    float32 `[B, T_out, h, w]` (the feature grid each token looked at; 0 after the end token)
-    and `score` float32 `[B]`.
-    """
-    graph = CaptioningGraph(captioner)
-    size = graph.image_size
-    beam_size = int(captioner.config.beam_size)
-    archive = keras.export.ExportArchive()
-    archive.track(captioner.model)
-
-    def serving_default(image):
-        return graph.caption(resize_images(image, size), beam_size)
-
-    def serving_bytes(image_bytes):
-        return graph.caption(decode_images(image_bytes, size), beam_size)
-
-    def greedy(image):
-        return graph.caption(resize_images(image, size), 1)
-
-    pixels = [tf.TensorSpec([None, None, None, 3], tf.uint8, name="image")]
-    archive.add_endpoint("serving_default", serving_default, input_signature=pixels)
-    archive.add_endpoint(
-        "serving_bytes", serving_bytes,
-        input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")],
-    )
-    archive.add_endpoint("greedy", greedy, input_signature=pixels)
-    return archive
-
-
-def warmup_images(size: int):
-    """A black image, a noise image and a noise image of another size, uint8 `[H, W, 3]`."""
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    return [
-        np.zeros((size, size, 3), np.uint8),
-        rng.integers(0, 256, (size, size, 3), dtype=np.uint8),
-        rng.integers(0, 256, (size * 2, size, 3), dtype=np.uint8),
-    ]
-
-
-def save_captioning(captioner, folder: str, model_name: str = "captioning") -> None:
-    """Writes the captioning SavedModel (with its warmup requests) into `folder`."""
-    from export import warmup
-
-    captioning_archive(captioner).write_out(folder, verbose=False)
-    size = int(captioner.image_size)
-    images = warmup_images(size)
-    png = [tf.io.encode_png(image).numpy() for image in images]
-    warmup.write_requests(
-        folder,
-        [
-            warmup.predict_request(model_name, "serving_default", {"image": images[:2]}),
-            warmup.predict_request(model_name, "serving_default", {"image": images[2:]}),
-            warmup.predict_request(model_name, "serving_bytes", {"image_bytes": png}),
-            warmup.predict_request(model_name, "greedy", {"image": images[:1]}),
-        ],
     )
