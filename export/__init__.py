@@ -8,9 +8,8 @@
 An exporter per recipe (`EXPORTERS`) reads a run folder through the recipe's own loader and
 writes the two artifacts with the shared pieces: `layout.write_version` (TF Serving's
 versioned layout, temporary folder then rename), `warmup.write_requests`,
-`layout.write_models_config` and `tflite.convert` (builtin ops only). Adding a recipe means
-one `export/<recipe>.py` (its SavedModel's signatures, `save_<recipe>`), one `write_<recipe>` in
-`tflite.py`, and one entry here.
+`layout.write_models_config` and `tflite.write` (builtin ops only). Adding a recipe means
+one `export/<recipe>.py` (its `save_saved_model` and `write_tflite`) and one entry here.
 
 Nothing here imports TensorFlow until an export runs, so `python -m export --help` and argument
 errors are instant.
@@ -115,7 +114,6 @@ def export_nmt(run_dir: str, exports_root: str = DEFAULT_EXPORTS, tflite: bool =
                max_request_sentences: int | None = None) -> dict:
     """The nmt exporter: see `export`; `replace_unk` overrides the run's setting."""
     from export import layout, nmt
-    from export import tflite as tflite_export
     from recipes.translator import MAX_REQUEST_SENTENCES, MAX_SENTENCE_BYTES, Translator
 
     if max_sentence_bytes is None:
@@ -132,13 +130,13 @@ def export_nmt(run_dir: str, exports_root: str = DEFAULT_EXPORTS, tflite: bool =
     folder = layout.write_version(
         exports_root,
         "nmt",
-        lambda tmp: nmt.save_nmt(translator, tmp, "nmt", replace_unk=replace_unk,
-                                 max_sentence_bytes=max_sentence_bytes,
-                                 max_request_sentences=max_request_sentences),
+        lambda tmp: nmt.save_saved_model(translator, tmp, "nmt", replace_unk=replace_unk,
+                                         max_sentence_bytes=max_sentence_bytes,
+                                         max_request_sentences=max_request_sentences),
     )
     config_path = layout.write_models_config(exports_root, base_path)
-    files = (tflite_export.write_nmt(translator, exports_root, "nmt", quantize,
-                                     max_sentence_bytes=max_sentence_bytes) if tflite else [])
+    files = (nmt.write_tflite(translator, exports_root, quantize,
+                              max_sentence_bytes=max_sentence_bytes) if tflite else [])
     return {"saved_model": folder, "models_config": config_path, "tflite": files}
 
 
@@ -146,7 +144,6 @@ def export_captioning(run_dir: str, exports_root: str = DEFAULT_EXPORTS, tflite:
                       quantize: bool = False, base_path: str = "/models") -> dict:
     """The captioning exporter: see `export`."""
     from export import captioning, layout
-    from export import tflite as tflite_export
     from recipes.captioning import Captioner
 
     try:
@@ -157,9 +154,8 @@ def export_captioning(run_dir: str, exports_root: str = DEFAULT_EXPORTS, tflite:
         ) from None
     folder = layout.write_version(
         exports_root, "captioning",
-        lambda tmp: captioning.save_captioning(captioner, tmp, "captioning"),
+        lambda tmp: captioning.save_saved_model(captioner, tmp, "captioning"),
     )
     config_path = layout.write_models_config(exports_root, base_path)
-    files = (tflite_export.write_captioning(captioner, exports_root, "captioning", quantize)
-             if tflite else [])
+    files = captioning.write_tflite(captioner, exports_root, quantize) if tflite else []
     return {"saved_model": folder, "models_config": config_path, "tflite": files}

@@ -1,6 +1,17 @@
-"""The captioning export's SavedModel for TF Serving: its signatures, pixels or encoded image
-files in, captions out (the versioned layout is `export.layout`; the TFLite model is still
-`export.tflite`).
+"""The captioning export: the SavedModel's signatures (pixels or encoded image files in,
+captions out) and the TFLite model (pixels in, ids and attention maps out).
+
+`export.export("captioning", ...)` writes its SavedModel with `save_saved_model` and its TFLite
+files with `write_tflite` (see `export/__init__.py`).
+
+Files written under an exports root (default `exports/`), beside `export.layout`'s versions:
+
+    exports/tflite/
+      captioning.tflite          pixels in, ids and attention maps out (see `write_tflite`)
+      captioning.vocab.txt       one token per line, line number = id (line 0 is padding "")
+      captioning.json            shapes, special ids, preprocessing: what an app needs
+
+## SavedModel
 
 Everything from the request to the answer is in the SavedModel's graph, in TensorFlow ops, so it
 loads in any process that has `tensorflow` and `tensorflow_text` and none of this project's code.
@@ -18,6 +29,15 @@ pixels fail that request with INVALID_ARGUMENT, naming the image (`image_bytes[i
 limit; so does a file that starts like an image but is corrupt. The server goes on. Grey or
 RGBA pixel arrays do not fit `[B, H, W, 3]`: TF Serving refuses them before the model runs
 (send 3 channels, or the encoded file to `serving_bytes`).
+
+## TFLite
+
+The TFLite model (`tflite_archive`) is the image encoder plus the whole greedy search loop in one
+graph, converted with TFLite builtin ops only (`export.tflite`): input `image` uint8
+`[1, image_size, image_size, 3]` (resize first); outputs `tokens` int32
+`[1, max_caption_length + 1]`, `length` int32 `[1]`, `attention` float32
+`[1, max_caption_length + 1, h, w]` (the feature grid each token looked at) and `score` float32
+`[1]`; it decodes as the SavedModel's `greedy` signature.
 """
 
 from __future__ import annotations
@@ -26,7 +46,56 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from export import graph
+from export import graph, tflite, warmup
+
+# -- what the exporter writes (export/__init__.py) --------------------------------------------
+
+def save_saved_model(captioner, folder: str, name: str = "captioning") -> None:
+    """Writes the captioning SavedModel (with its warmup requests) into `folder`; `name` is the
+    model's name in TF Serving (the warmup requests carry it)."""
+    captioning_archive(captioner).write_out(folder, verbose=False)
+    size = int(captioner.image_size)
+    images = warmup_images(size)
+    png = [tf.io.encode_png(image).numpy() for image in images]
+    warmup.write_requests(
+        folder,
+        [
+            warmup.predict_request(name, "serving_default", {"image": images[:2]}),
+            warmup.predict_request(name, "serving_default", {"image": images[2:]}),
+            warmup.predict_request(name, "serving_bytes", {"image_bytes": png}),
+            warmup.predict_request(name, "greedy", {"image": images[:1]}),
+        ],
+    )
+
+
+def write_tflite(captioner, exports_root: str, quantize: bool = False,
+                 name: str = "captioning") -> list[str]:
+    """Writes `exports_root/tflite/<name>.tflite` (and `<name>.dynamic_range.tflite` with
+    `quantize`), `<name>.vocab.txt` and `<name>.json`, each to a temporary name then renamed;
+    returns the paths written. The model: see the module docstring."""
+    config = captioner.config
+    size, out_length = int(captioner.image_size), int(config.max_caption_length) + 1
+    meta = {
+        "model": f"{name}.tflite",
+        "vocab": f"{name}.vocab.txt",
+        "inputs": {"image": ["uint8", [1, size, size, 3]]},
+        "outputs": tflite.outputs_metadata(out_length, list(attention_grid(captioner))),
+        "image_size": size,
+        "max_caption_length": config.max_caption_length,
+        "special_ids": tflite.SPECIAL_IDS,
+        "preprocessing": "RGB uint8, resized to image_size x image_size (bilinear, antialiased)",
+        "decoding": "greedy",
+    }
+    files = {f"{name}.vocab.txt": tflite.vocabulary_file(captioner.vocab.tokens)}
+    return tflite.write(tflite_archive(captioner), exports_root, name, quantize, files, meta)
+
+
+def attention_grid(captioner) -> tuple[int, int]:
+    """`(h, w)`, the feature grid the decoder attends over; `(0, 0)` without attention."""
+    if captioner.model.decoder.attention is None:
+        return (0, 0)
+    return tuple(captioner.grid_shape)
+
 
 # -- the SavedModel's graph, in TensorFlow ops ---------------------------------------------
 
@@ -170,27 +239,20 @@ def warmup_images(size: int):
     ]
 
 
-def attention_grid(captioner) -> tuple[int, int]:
-    """`(h, w)`, the feature grid the decoder attends over; `(0, 0)` without attention."""
-    if captioner.model.decoder.attention is None:
-        return (0, 0)
-    return tuple(captioner.grid_shape)
+# -- the TFLite model ------------------------------------------------------------------------
 
 
-def save_captioning(captioner, folder: str, model_name: str = "captioning") -> None:
-    """Writes the captioning SavedModel (with its warmup requests) into `folder`."""
-    from export import warmup
-
-    captioning_archive(captioner).write_out(folder, verbose=False)
+def tflite_archive(captioner) -> keras.export.ExportArchive:
+    """The fixed-shape greedy captioner (pixels in, ids and attention maps out), for
+    `tflite.convert`."""
+    model = captioner.model
     size = int(captioner.image_size)
-    images = warmup_images(size)
-    png = [tf.io.encode_png(image).numpy() for image in images]
-    warmup.write_requests(
-        folder,
-        [
-            warmup.predict_request(model_name, "serving_default", {"image": images[:2]}),
-            warmup.predict_request(model_name, "serving_default", {"image": images[2:]}),
-            warmup.predict_request(model_name, "serving_bytes", {"image_bytes": png}),
-            warmup.predict_request(model_name, "greedy", {"image": images[:1]}),
-        ],
-    )
+    out_length = int(captioner.config.max_caption_length) + 1
+    grid = list(attention_grid(captioner))
+
+    def serving_default(image):
+        out = graph.search(model.decoding_inputs(image), 1, out_length, beam_size=1)
+        return tflite.fixed_outputs(out, out_length, grid)
+
+    spec = [tf.TensorSpec([1, size, size, 3], tf.uint8, name="image")]
+    return graph.archive(model, {"serving_default": (serving_default, spec)})

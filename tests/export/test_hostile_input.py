@@ -19,7 +19,7 @@ HUGE = "seven " * 2_000_000  # 12 MB in one sentence
 
 
 def _tflite(root, name="nmt.tflite"):
-    from export.tflite import TFLiteTranslator
+    from export.nmt import TFLiteTranslator
 
     return TFLiteTranslator(os.path.join(root, "tflite", name))
 
