@@ -1,8 +1,9 @@
 """The captioning export: the SavedModel's signatures (pixels or encoded image files in,
 captions out) and the TFLite model (pixels in, ids and attention maps out).
 
-`export.export("captioning", ...)` writes its SavedModel with `save_saved_model` and its TFLite
-files with `write_tflite` (see `export/__init__.py`).
+`export.export("captioning", ...)` uses this module's hooks: `NAME`, `A_RUN`, `OPTIONS` (none:
+the text caps are nmt's), `run_files`, `load`, `save_saved_model` and `write_tflite` (see
+`export/__init__.py`).
 
 Files written under an exports root (default `exports/`), beside `export.layout`'s versions:
 
@@ -47,10 +48,27 @@ import numpy as np
 import tensorflow as tf
 
 from export import graph, tflite, warmup
+from recipes.captioning import Captioner
 
-# -- what the exporter writes (export/__init__.py) --------------------------------------------
+# -- the exporter's hooks (export/__init__.py) -----------------------------------------------
 
-def save_saved_model(captioner, folder: str, name: str = "captioning") -> None:
+NAME = "captioning"
+A_RUN = "a captioning run"  # in messages: "<run> is not a captioning run"
+OPTIONS = ()  # no caps: `export.export` refuses the nmt text caps for this recipe
+
+
+def run_files(config: dict) -> tuple[str, ...]:
+    """The vocabulary a finished captioning run keeps beside `config.json` and `model.keras`."""
+    return ("vocab.txt",)
+
+
+def load(run_dir: str) -> Captioner:
+    """The run's `recipes.captioning.Captioner` (model, vocabulary, config); a TypeError when
+    `config.json` has keys `CaptioningConfig` does not know (a run of another recipe)."""
+    return Captioner.from_run(run_dir)
+
+
+def save_saved_model(captioner, folder: str, name: str = NAME) -> None:
     """Writes the captioning SavedModel (with its warmup requests) into `folder`; `name` is the
     model's name in TF Serving (the warmup requests carry it)."""
     captioning_archive(captioner).write_out(folder, verbose=False)
@@ -69,7 +87,7 @@ def save_saved_model(captioner, folder: str, name: str = "captioning") -> None:
 
 
 def write_tflite(captioner, exports_root: str, quantize: bool = False,
-                 name: str = "captioning") -> list[str]:
+                 name: str = NAME) -> list[str]:
     """Writes `exports_root/tflite/<name>.tflite` (and `<name>.dynamic_range.tflite` with
     `quantize`), `<name>.vocab.txt` and `<name>.json`, each to a temporary name then renamed;
     returns the paths written. The model: see the module docstring."""

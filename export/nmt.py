@@ -1,8 +1,8 @@
 """The nmt export: the SavedModel's signatures (raw strings in, translations out), the TFLite
 model (ids in, ids and attention out) and `TFLiteTranslator`, the host side an app runs around it.
 
-`export.export("nmt", ...)` writes its SavedModel with `save_saved_model` and its TFLite files
-with `write_tflite` (see `export/__init__.py`).
+`export.export("nmt", ...)` uses this module's hooks: `NAME`, `A_RUN`, `OPTIONS` (the caps
+below), `run_files`, `load`, `save_saved_model` and `write_tflite` (see `export/__init__.py`).
 
 Files written under an exports root (default `exports/`), beside `export.layout`'s versions:
 
@@ -118,15 +118,35 @@ from recipes.translator import (
     MAX_REQUEST_SENTENCES,
     MAX_SENTENCE_BYTES,
     METADATA_FILE,
+    Translator,
     cut_utf8,
     utf8,
 )
 from zoo import text as zoo_text
 from zoo.subwords import SubwordTokenizer
 
-# -- what the exporter writes (export/__init__.py) --------------------------------------------
+# -- the exporter's hooks (export/__init__.py) -----------------------------------------------
 
-def save_saved_model(translator, folder: str, name: str = "nmt", replace_unk=None,
+NAME = "nmt"
+A_RUN = "an nmt run"  # in messages: "<run> is not an nmt run"
+OPTIONS = ("max_sentence_bytes", "max_request_sentences")  # the caps `export.export` passes on
+
+
+def run_files(config: dict) -> tuple[str, ...]:
+    """The vocabularies a finished nmt run keeps beside `config.json` and `model.keras`: its
+    SentencePiece models with subwords (`"tokenizer": "sentencepiece"`), else its word lists."""
+    if config.get("tokenizer") == "sentencepiece":
+        return ("source.spm.model", "target.spm.model")
+    return ("source_vocab.txt", "target_vocab.txt")
+
+
+def load(run_dir: str) -> Translator:
+    """The run's `recipes.translator.Translator` (model, vocabularies, config); a TypeError when
+    `config.json` has keys `NmtConfig` does not know (a run of another recipe)."""
+    return Translator.from_run(run_dir)
+
+
+def save_saved_model(translator, folder: str, name: str = NAME, replace_unk=None,
                      max_sentence_bytes: int = MAX_SENTENCE_BYTES,
                      max_request_sentences: int = MAX_REQUEST_SENTENCES) -> None:
     """Writes the nmt SavedModel (with its warmup requests and `assets.extra/nmt.json`) into
@@ -149,7 +169,7 @@ def save_saved_model(translator, folder: str, name: str = "nmt", replace_unk=Non
     )
 
 
-def write_tflite(translator, exports_root: str, quantize: bool = False, name: str = "nmt",
+def write_tflite(translator, exports_root: str, quantize: bool = False, name: str = NAME,
                  max_sentence_bytes: int = MAX_SENTENCE_BYTES,
                  max_request_sentences: int | None = None) -> list[str]:
     """Writes `exports_root/tflite/<name>.tflite` and its vocabulary and metadata files.

@@ -24,6 +24,20 @@ OUTPUTS = {
 }
 
 
+def test_export_module_hooks():
+    from export import EXPORTERS, nmt
+
+    assert "nmt" in EXPORTERS and nmt.NAME == "nmt" and nmt.A_RUN == "an nmt run"
+    assert set(nmt.OPTIONS) == {"max_sentence_bytes", "max_request_sentences"}
+    assert all(callable(getattr(nmt, hook)) for hook in
+               ("run_files", "load", "save_saved_model", "write_tflite"))
+    # check_run's files: the word lists, or the SentencePiece models of a subword run.
+    assert nmt.run_files({}) == ("source_vocab.txt", "target_vocab.txt")
+    assert nmt.run_files({"tokenizer": "words"}) == ("source_vocab.txt", "target_vocab.txt")
+    assert nmt.run_files({"tokenizer": "sentencepiece"}) == ("source.spm.model",
+                                                             "target.spm.model")
+
+
 # -- the clean process -----------------------------------------------------------------------
 
 
