@@ -14,7 +14,7 @@ def latest_version(exports_root):
 
 
 def run(exports_root, sentences, batch=64, repeats=7, latency_repeats=30):
-    from export.tflite import TFLiteTranslator
+    from export.nmt import TFLiteTranslator
 
     loaded = tf.saved_model.load(latest_version(exports_root))
     greedy, beam = loaded.signatures["greedy"], loaded.signatures["serving_default"]

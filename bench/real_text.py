@@ -46,7 +46,7 @@ kind, path, sentences_file = sys.argv[1:4]
 sentences = json.load(open(sentences_file, encoding="utf-8"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 if kind == "tflite":
-    from export.tflite import TFLiteTranslator
+    from export.nmt import TFLiteTranslator
     lite = TFLiteTranslator(path)
     for s in sentences:
         lite.translate(s)
@@ -152,7 +152,7 @@ def serving(exports, reference_path, target_vec, pairs, batch, repeats, latency_
 
     from bench.inference import latest_version
     from bench.timing import interleaved
-    from export.tflite import TFLiteTranslator
+    from export.nmt import TFLiteTranslator
 
     sentences = [s for s, _ in pairs]
     gold = [int(n) - 1 for n in np.sum(target_vec(tf.constant([t for _, t in pairs])).numpy() != 0, axis=1)]
@@ -224,7 +224,7 @@ def serving(exports, reference_path, target_vec, pairs, batch, repeats, latency_
 
 # ---------------------------------------------------------------- C: memory and sizes
 def memory(exports, reference_path, sentences, test, int8_sentences, quick=False):
-    from export.tflite import TFLiteTranslator
+    from export.nmt import TFLiteTranslator
 
     tflite = os.path.join(exports, "tflite", "nmt.tflite")
     int8 = os.path.join(exports, "tflite", "nmt.dynamic_range.tflite")

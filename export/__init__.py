@@ -5,29 +5,65 @@
     >>> export("nmt", "runs/nmt/latest", "exports")["saved_model"]
     'exports/nmt/1'
 
-An exporter per recipe (`EXPORTERS`) reads a run folder through the recipe's own loader and
-writes the two artifacts with the shared pieces: `saved_model.write_version` (TF Serving's
-versioned layout, temporary folder then rename), `warmup.write_requests`,
-`saved_model.write_models_config` and `tflite.convert` (builtin ops only). Adding a recipe means
-one `save_<recipe>` (signatures) in `saved_model.py`, one `write_<recipe>` in `tflite.py`, and
-one entry here.
+Every recipe in `EXPORTERS` has an export module, `export/<recipe>.py`, and one exporter body
+here serves them all: it checks the run (`check_run`), reads it through the module's loader and
+writes the two artifacts with the shared pieces: `layout.write_version` (TF Serving's versioned
+layout, temporary folder then rename) around the module's SavedModel, `layout.write_models_config`
+and the module's TFLite files (`export.tflite`: conversion with builtin ops only, files written
+whole). An export module defines:
 
-Nothing here imports TensorFlow until an export runs, so `python -m export --help` and argument
-errors are instant.
+- `NAME`: the model's name (its folder under the exports root, its TFLite files' stem);
+  `A_RUN`: "an nmt run", for messages.
+- `OPTIONS`: the caps of `export` it takes (`max_sentence_bytes`, ...); others are refused.
+- `run_files(config)`: the files a finished run keeps besides `config.json` and `model.keras`
+  (its vocabularies), given the run's config.
+- `load(run_dir)`: the loaded run (model, vocabularies, config); a TypeError when the run is
+  one of another recipe.
+- `save_saved_model(loaded, folder, **options)`: writes the SavedModel (and its warmup
+  requests) into a version's folder.
+- `write_tflite(loaded, exports_root, quantize, **options)`: writes the TFLite files; returns
+  their paths.
+
+Adding a recipe means one export module and one entry in `EXPORTERS`.
+
+Nothing here imports TensorFlow until an export module is needed, so `python -m export --help`,
+an unknown recipe and a missing run folder (or its `config.json`) fail at once; checking a cap or
+a run's files against the recipe's export module loads TensorFlow first.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 
-# recipe -> the name of its exporter function in this module
-EXPORTERS = {"nmt": "export_nmt", "captioning": "export_captioning"}
+from export import layout  # no TensorFlow
+
+# The recipes with an export module, `export/<recipe>.py`.
+EXPORTERS = ("nmt", "captioning")
 DEFAULT_EXPORTS = "exports"
+# cap -> its smallest value: the text caps of `export`, each passed to the modules whose
+# `OPTIONS` name it (only nmt's).
+CAPS = {"max_sentence_bytes": 16, "max_request_sentences": 1}
 
 
 class ExportError(RuntimeError):
     """The run cannot be exported as asked; the message says why and what to do."""
+
+
+def check_recipe(recipe: str) -> None:
+    """An ExportError unless `recipe` is in `EXPORTERS`."""
+    if recipe not in EXPORTERS:
+        raise ExportError(
+            f"no exporter for recipe {recipe!r}; known: {', '.join(sorted(EXPORTERS))}"
+        )
+
+
+def exporter(recipe: str):
+    """The export module of `recipe`, `export/<recipe>.py` (imported on first use: it loads
+    TensorFlow)."""
+    check_recipe(recipe)
+    return importlib.import_module(f"export.{recipe}")
 
 
 def default_run(recipe: str) -> str:
@@ -37,22 +73,26 @@ def default_run(recipe: str) -> str:
 
 
 def check_run(recipe: str, run_dir: str) -> None:
-    """Fails fast, before TensorFlow loads, on a run folder that cannot be exported."""
+    """Fails fast, before the model is built, on a run folder that cannot be exported: a missing
+    folder or `config.json` before TensorFlow loads, then the files the recipe's export module
+    names (`run_files`), then `model.keras`."""
     if not os.path.isdir(run_dir):
         raise ExportError(
             f"no {recipe} run at {run_dir}; `make train RECIPE={recipe}` (or `python -m recipes "
             f"train {recipe}`) creates one, or pass an existing run folder with --run"
         )
-    vocabularies = {"nmt": ("source_vocab.txt", "target_vocab.txt"), "captioning": ("vocab.txt",)}
-    try:  # an nmt run with SentencePiece subwords keeps its tokenizer models instead
-        with open(os.path.join(run_dir, "config.json"), encoding="utf-8") as f:
-            if recipe == "nmt" and json.load(f).get("tokenizer") == "sentencepiece":
-                vocabularies["nmt"] = ("source.spm.model", "target.spm.model")
-    except (OSError, ValueError, AttributeError):
-        pass  # reported below as a missing or unreadable config.json
+    not_this_recipe = f"is it a {recipe} run folder?"
+    config_path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(config_path):
+        raise ExportError(f"{run_dir} has no config.json: {not_this_recipe}")
+    try:  # an unreadable config.json is the loader's to report
+        with open(config_path, encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, ValueError):
+        config = {}
+    files = exporter(recipe).run_files(config if isinstance(config, dict) else {})
     for name, fix in (
-        ("config.json", f"is it a {recipe} run folder?"),
-        *((vocab, f"is it a {recipe} run folder?") for vocab in vocabularies.get(recipe, ())),
+        *((name, not_this_recipe) for name in files),
         ("model.keras", f"its training has not finished; re-run `make train RECIPE={recipe}` "
                         "with the same arguments to finish it"),
     ):
@@ -75,9 +115,9 @@ def export(recipe: str, run_dir: str | None = None, exports_root: str = DEFAULT_
             `models.config`. Defaults to `"/models"`.
         max_sentence_bytes: nmt only: each sentence is cut to this many bytes before it is
             tokenised (SavedModel and TFLite host). Defaults to
-            `recipes.translator.MAX_SENTENCE_BYTES` (8,192).
+            `recipes.nmt.inference.MAX_SENTENCE_BYTES` (8,192).
         max_request_sentences: nmt only: the SavedModel refuses a request of more sentences
-            (INVALID_ARGUMENT). Defaults to `recipes.translator.MAX_REQUEST_SENTENCES` (256).
+            (INVALID_ARGUMENT). Defaults to `recipes.nmt.inference.MAX_REQUEST_SENTENCES` (256).
 
     Returns:
         dict with `"saved_model"` (the new version's folder), `"models_config"` and `"tflite"`
@@ -88,78 +128,29 @@ def export(recipe: str, run_dir: str | None = None, exports_root: str = DEFAULT_
             a whole number in range (or given for a recipe without text input).
         recipes.training.RunError: no run there, or its training has not finished.
     """
-    if recipe not in EXPORTERS:
-        raise ExportError(
-            f"no exporter for recipe {recipe!r}; known: {', '.join(sorted(EXPORTERS))}"
-        )
+    check_recipe(recipe)
     caps = {k: v for k, v in (("max_sentence_bytes", max_sentence_bytes),
                               ("max_request_sentences", max_request_sentences)) if v is not None}
-    if caps and recipe != "nmt":
-        flags = ", ".join("--" + k.replace("_", "-") for k in caps)
+    refused = [k for k in caps if k not in exporter(recipe).OPTIONS] if caps else []
+    if refused:
+        flags = ", ".join("--" + k.replace("_", "-") for k in refused)
         raise ExportError(f"{flags}: only the nmt export takes text; drop it for {recipe}")
     for name, value in caps.items():
-        smallest = 16 if name == "max_sentence_bytes" else 1
+        smallest = CAPS[name]
         if isinstance(value, bool) or not isinstance(value, int) or value < smallest:
             raise ExportError(f"--{name.replace('_', '-')} {value}: must be a whole number of at "
                               f"least {smallest}")
     run_dir = run_dir or default_run(recipe)
     check_run(recipe, run_dir)
-    exporter = globals()[EXPORTERS[recipe]]
-    return exporter(run_dir, exports_root, tflite=tflite,
-                    quantize=quantize, base_path=base_path, **caps)
-
-
-def export_nmt(run_dir: str, exports_root: str = DEFAULT_EXPORTS, tflite: bool = True,
-               quantize: bool = False, base_path: str = "/models", replace_unk=None,
-               max_sentence_bytes: int | None = None,
-               max_request_sentences: int | None = None) -> dict:
-    """The nmt exporter: see `export`; `replace_unk` overrides the run's setting."""
-    from export import saved_model
-    from export import tflite as tflite_export
-    from recipes.translator import MAX_REQUEST_SENTENCES, MAX_SENTENCE_BYTES, Translator
-
-    if max_sentence_bytes is None:
-        max_sentence_bytes = MAX_SENTENCE_BYTES
-    if max_request_sentences is None:
-        max_request_sentences = MAX_REQUEST_SENTENCES
-
+    module = exporter(recipe)
     try:
-        translator = Translator.from_run(run_dir)
-    except TypeError as e:  # config.json has keys NmtConfig does not know
+        loaded = module.load(run_dir)
+    except TypeError as e:  # config.json has keys the recipe's config does not know
         raise ExportError(
-            f"{run_dir} is not an nmt run ({e}); pass an nmt run with --run"
+            f"{run_dir} is not {module.A_RUN} ({e}); pass {module.A_RUN} with --run"
         ) from None
-    folder = saved_model.write_version(
-        exports_root,
-        "nmt",
-        lambda tmp: saved_model.save_nmt(translator, tmp, "nmt", replace_unk=replace_unk,
-                                         max_sentence_bytes=max_sentence_bytes,
-                                         max_request_sentences=max_request_sentences),
-    )
-    config_path = saved_model.write_models_config(exports_root, base_path)
-    files = (tflite_export.write_nmt(translator, exports_root, "nmt", quantize,
-                                     max_sentence_bytes=max_sentence_bytes) if tflite else [])
-    return {"saved_model": folder, "models_config": config_path, "tflite": files}
-
-
-def export_captioning(run_dir: str, exports_root: str = DEFAULT_EXPORTS, tflite: bool = True,
-                      quantize: bool = False, base_path: str = "/models") -> dict:
-    """The captioning exporter: see `export`."""
-    from export import saved_model
-    from export import tflite as tflite_export
-    from recipes.captioning import Captioner
-
-    try:
-        captioner = Captioner.from_run(run_dir)
-    except TypeError as e:  # config.json has keys CaptioningConfig does not know
-        raise ExportError(
-            f"{run_dir} is not a captioning run ({e}); pass a captioning run with --run"
-        ) from None
-    folder = saved_model.write_version(
-        exports_root, "captioning",
-        lambda tmp: saved_model.save_captioning(captioner, tmp, "captioning"),
-    )
-    config_path = saved_model.write_models_config(exports_root, base_path)
-    files = (tflite_export.write_captioning(captioner, exports_root, "captioning", quantize)
-             if tflite else [])
+    folder = layout.write_version(exports_root, module.NAME,
+                                  lambda tmp: module.save_saved_model(loaded, tmp, **caps))
+    config_path = layout.write_models_config(exports_root, base_path)
+    files = module.write_tflite(loaded, exports_root, quantize, **caps) if tflite else []
     return {"saved_model": folder, "models_config": config_path, "tflite": files}

@@ -353,7 +353,7 @@ def test_import_graph_sees_the_imports():
     assert "recipes.config" in graph["recipes.nmt.data"] and "zoo.seq2seq" in graph["recipes.nmt.model"]
     assert "recipes.nmt.config" in graph["recipes.nmt"] and "recipes.runner" in graph["recipes.tuning"]
     assert "zoo.layers.base_attention" in graph["zoo.layers.bahdanau_attention"]
-    assert "recipes.translator" in graph["export.saved_model"]
+    assert "recipes.nmt.inference" in graph["export.nmt"]
     assert "recipes.nmt" not in graph["recipes"]  # get_recipe imports it on use only
     assert graph["zoo.layers"] >= {"zoo.layers.bahdanau_attention", "zoo.layers.base_attention"}
     assert "zoo.layers" not in graph["zoo.layers.bahdanau_attention"]  # its own package

@@ -64,7 +64,7 @@ def cut_utf8(data: bytes, limit: int) -> bytes:
 
     When `data` is longer, the cut goes at byte `limit` unless that byte continues a character
     (`0b10xxxxxx`); then it moves back to the start of that character (at most 3 bytes back;
-    invalid UTF-8 with no start in reach is cut at `limit`). `export.saved_model.cut_bytes` is
+    invalid UTF-8 with no start in reach is cut at `limit`). `export.nmt.cut_bytes` is
     the same rule in TensorFlow ops.
     """
     if len(data) <= limit:
@@ -168,7 +168,7 @@ class Translator:
         cp = self.config.coverage_penalty if coverage_penalty is None else coverage_penalty
         lengths = (source != 0).sum(1)
         max_length = self.max_decode_length(int(lengths.max()) if len(lengths) else 1)
-        if len(source) == 0:  # never run the model on an empty batch (see export.saved_model.unless_empty)
+        if len(source) == 0:  # never run the model on an empty batch (see export.graph.unless_empty)
             width = source.shape[1] if source.ndim == 2 else 0
             return {"tokens": np.zeros((0, n_best, 0), np.int32),
                     "lengths": np.zeros((0, n_best), np.int32),

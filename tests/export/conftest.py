@@ -122,6 +122,13 @@ json.dump(result, open(outputs, "w"))
 """
 
 
+def tflite_path(nmt_export, name="nmt.tflite"):
+    """The path of a TFLite file the session's nmt export wrote (asserted to be among them)."""
+    path = os.path.join(nmt_export["root"], "tflite", name)
+    assert path in nmt_export["tflite"]
+    return path
+
+
 def strings_input(values):
     """A string input for CLEAN_PROCESS."""
     values = [v if isinstance(v, bytes) else v.encode("utf-8") for v in values]

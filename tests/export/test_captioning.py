@@ -14,6 +14,16 @@ pytestmark = pytest.mark.slow
 OUTPUTS = {"caption": "string", "attention": "float32", "tokens": "string", "score": "float32"}
 
 
+def test_export_module_hooks():
+    from export import EXPORTERS, captioning
+
+    assert "captioning" in EXPORTERS and captioning.NAME == "captioning"
+    assert captioning.A_RUN == "a captioning run" and captioning.OPTIONS == ()
+    assert all(callable(getattr(captioning, hook)) for hook in
+               ("run_files", "load", "save_saved_model", "write_tflite"))
+    assert captioning.run_files({}) == ("vocab.txt",)
+
+
 def test_layout(captioning_export):
     version = captioning_export["saved_model"]
     assert version == os.path.join(captioning_export["root"], "captioning", "1")

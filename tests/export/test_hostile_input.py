@@ -19,7 +19,7 @@ HUGE = "seven " * 2_000_000  # 12 MB in one sentence
 
 
 def _tflite(root, name="nmt.tflite"):
-    from export.tflite import TFLiteTranslator
+    from export.nmt import TFLiteTranslator
 
     return TFLiteTranslator(os.path.join(root, "tflite", name))
 
@@ -185,7 +185,7 @@ def test_client_splits_texts_into_requests_within_the_cap():
 def test_cut_utf8_never_splits_a_character_and_matches_the_graph():
     import tensorflow as tf
 
-    from export.saved_model import cut_bytes
+    from export.nmt import cut_bytes
     from recipes.nmt.inference import cut_utf8
 
     rng = np.random.default_rng(0)

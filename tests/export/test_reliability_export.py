@@ -92,7 +92,7 @@ def test_kill_during_export_leaves_the_served_version_intact(recipe, request, tm
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
 
-    from export import saved_model
+    from export import layout
 
     run = request.getfixturevalue(f"{recipe}_run")
     exported = request.getfixturevalue(f"{recipe}_export")
@@ -130,7 +130,7 @@ def test_kill_during_export_leaves_the_served_version_intact(recipe, request, tm
     # kill -9 leaves the temp folders behind, but outside exports/<recipe>/ (TF Serving's base
     # path) and under a name that is no integer, so no server or models.config lists them.
     assert len(left) == 2 and all(os.path.isdir(root / n) for n in left)
-    assert saved_model.served_models(str(root)) == [recipe]
+    assert layout.served_models(str(root)) == [recipe]
 
     # Version 1 still answers as before the kills.
     texts, scores = _answers(recipe, model_dir / "1", request)

@@ -115,7 +115,7 @@ def test_tflite_files_and_metadata(subword_export, varied_subword_run):
 
 @pytest.mark.slow
 def test_tflite_with_shipped_tokenizers_matches_the_greedy_signature(subword_export, subword_clean):
-    from export.tflite import TFLiteTranslator
+    from export.nmt import TFLiteTranslator
 
     model = TFLiteTranslator(os.path.join(subword_export["root"], "tflite", "nmt.tflite"))
     assert model.subwords

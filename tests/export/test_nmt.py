@@ -1,6 +1,10 @@
-"""The nmt SavedModel: TF Serving layout, a clean-process load, signatures, agreement with the
-Keras model, bad requests, warmup records and `saved_model_cli`."""
+"""The nmt export (`export.nmt`). The SavedModel: a clean-process load, signatures, agreement
+with the Keras model, bad requests, warmup records and `saved_model_cli`. The TFLite model: its
+files, its signature on the standalone LiteRT interpreter, and decoding exactly as the
+SavedModel's `greedy` signature on the same ids; `TFLiteTranslator` and its pure-Python
+tokenizer."""
 
+import json
 import os
 import subprocess
 import sys
@@ -8,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.export.conftest import TEXTS, TINY_NMT
+from tests.export.conftest import TEXTS, TINY_NMT, tflite_path
 
 OUTPUTS = {
     "translation": ("string", 1),
@@ -20,71 +24,18 @@ OUTPUTS = {
 }
 
 
-# -- layout ----------------------------------------------------------------------------------
+def test_export_module_hooks():
+    from export import EXPORTERS, nmt
 
-
-@pytest.mark.slow
-def test_layout_and_models_config(nmt_export):
-    from google.protobuf import text_format
-    from tensorflow_serving.config import model_server_config_pb2
-
-    root = nmt_export["root"]
-    version = nmt_export["saved_model"]
-    assert os.path.dirname(version) == os.path.join(root, "nmt")
-    assert os.path.basename(version).isdigit()
-    for name in ("saved_model.pb", "variables", "assets.extra/tf_serving_warmup_requests"):
-        assert os.path.exists(os.path.join(version, name)), name
-    assert not [n for n in os.listdir(root) if n.startswith(".tmp-")]  # no leftover temp folder
-    with open(nmt_export["models_config"], encoding="utf-8") as f:
-        config = text_format.Parse(f.read(), model_server_config_pb2.ModelServerConfig())
-    entries = [(c.name, c.base_path, c.model_platform) for c in config.model_config_list.config]
-    assert entries == [("nmt", "/models/nmt", "tensorflow")]
-
-
-def test_write_version_takes_the_next_free_number_and_never_touches_existing(tmp_path):
-    from export.saved_model import write_version
-
-    (tmp_path / "nmt" / "1").mkdir(parents=True)
-    (tmp_path / "nmt" / "1" / "keep").write_text("v1")
-
-    def write(folder):
-        # A concurrent export finishes version 2 while this one is being written.
-        (tmp_path / "nmt" / "2").mkdir()
-        (tmp_path / "nmt" / "2" / "keep").write_text("v2")
-        with open(os.path.join(folder, "saved_model.pb"), "w") as f:
-            f.write("new")
-
-    final = write_version(str(tmp_path), "nmt", write)
-    assert final == str(tmp_path / "nmt" / "3")
-    assert (tmp_path / "nmt" / "3" / "saved_model.pb").read_text() == "new"
-    assert (tmp_path / "nmt" / "1" / "keep").read_text() == "v1"
-    assert (tmp_path / "nmt" / "2" / "keep").read_text() == "v2"
-    assert sorted(os.listdir(tmp_path)) == ["nmt"]  # the temporary folder is gone
-
-
-def test_write_version_cleans_up_after_a_failed_write(tmp_path):
-    from export.saved_model import write_version
-
-    def write(folder):
-        raise RuntimeError("conversion failed")
-
-    with pytest.raises(RuntimeError, match="conversion failed"):
-        write_version(str(tmp_path), "nmt", write)
-    assert os.listdir(tmp_path / "nmt") == []
-    assert sorted(os.listdir(tmp_path)) == ["nmt"]
-
-
-def test_models_config_lists_every_exported_model(tmp_path):
-    from export.saved_model import write_models_config
-
-    for path in ("nmt/1", "nmt/4", "captioning/2", "tflite", ".tmp-nmt-x/1", "empty"):
-        (tmp_path / path).mkdir(parents=True)
-    for path in ("nmt/4", "captioning/2", ".tmp-nmt-x/1"):
-        (tmp_path / path / "saved_model.pb").write_text("")
-    text = open(write_models_config(str(tmp_path), "/srv/models/")).read()
-    assert text.count("config {") == 2
-    assert 'name: "captioning"' in text and 'base_path: "/srv/models/captioning"' in text
-    assert 'name: "nmt"' in text and 'base_path: "/srv/models/nmt"' in text
+    assert "nmt" in EXPORTERS and nmt.NAME == "nmt" and nmt.A_RUN == "an nmt run"
+    assert set(nmt.OPTIONS) == {"max_sentence_bytes", "max_request_sentences"}
+    assert all(callable(getattr(nmt, hook)) for hook in
+               ("run_files", "load", "save_saved_model", "write_tflite"))
+    # check_run's files: the word lists, or the SentencePiece models of a subword run.
+    assert nmt.run_files({}) == ("source_vocab.txt", "target_vocab.txt")
+    assert nmt.run_files({"tokenizer": "words"}) == ("source_vocab.txt", "target_vocab.txt")
+    assert nmt.run_files({"tokenizer": "sentencepiece"}) == ("source.spm.model",
+                                                             "target.spm.model")
 
 
 # -- the clean process -----------------------------------------------------------------------
@@ -177,7 +128,7 @@ def test_bad_requests_give_documented_outputs(clean_outputs, translator):
 def test_replace_unknown_points_at_the_attended_source_token():
     import tensorflow as tf
 
-    from export.saved_model import replace_unknown
+    from export.nmt import replace_unknown
 
     words = tf.constant([["[UNK]", "b", "[UNK]"], ["[UNK]", "[UNK]", ""]])
     ids = tf.constant([[1, 5, 1], [1, 1, 0]])
@@ -236,3 +187,114 @@ def test_saved_model_cli_shows_the_contract(nmt_export):
         ):
             assert f"outputs['{name}'] tensor_info:\n        dtype: {dtype}\n        shape: {shape}" \
                 in block, (signature, name)
+
+
+# -- TFLite -----------------------------------------------------------------------------------
+
+# Attention agrees to this absolute tolerance (float32, same ops, different kernels).
+ATTENTION_ATOL = 1e-5
+
+
+@pytest.mark.slow
+def test_files_and_metadata(nmt_export):
+    folder = os.path.join(nmt_export["root"], "tflite")
+    assert sorted(os.listdir(folder)) == [
+        "nmt.dynamic_range.tflite", "nmt.json", "nmt.source_vocab.txt", "nmt.target_vocab.txt",
+        "nmt.tflite",
+    ]
+    meta = json.load(open(os.path.join(folder, "nmt.json")))
+    assert meta["inputs"] == {"source_ids": ["int32", [1, TINY_NMT["max_source_length"]]]}
+    assert meta["outputs"]["attention"] == [
+        "float32", [1, TINY_NMT["max_target_length"] + 1, TINY_NMT["max_source_length"]]
+    ]
+
+
+@pytest.mark.slow
+def test_signature_on_the_standalone_interpreter(nmt_export):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=tflite_path(nmt_export))
+    signature = interpreter.get_signature_list()["serving_default"]
+    assert signature["inputs"] == ["source_ids"]
+    assert sorted(signature["outputs"]) == ["attention", "length", "score", "tokens"]
+
+
+def _tflite_vs_greedy(tflite_model, clean_outputs):
+    """Per sentence: TFLite outputs for the SavedModel's own source tokens, and the SavedModel's
+    `greedy` outputs for that sentence alone (the step limit depends on the batch's longest
+    sentence); yields (index, source tokens, tflite dict, greedy dict)."""
+    for i in range(len(TEXTS)):
+        greedy = clean_outputs["outputs"][f"greedy/one/{i}"]
+        source = [t for t in greedy["source_tokens"][0] if t]
+        out = tflite_model.decode_ids(tflite_model.encode(source))
+        yield i, source, out, {k: v[0] for k, v in greedy.items()}
+
+
+@pytest.mark.slow
+def test_matches_the_saved_model_greedy_signature(nmt_export, clean_outputs):
+    from export.nmt import TFLiteTranslator
+
+    model = TFLiteTranslator(tflite_path(nmt_export))
+    end = model.target_tokens.index("[END]")
+    for i, source, out, expected in _tflite_vs_greedy(model, clean_outputs):
+        n = int(out["length"][0])
+        ids = out["tokens"][0]
+        rows = n + 1 if n < len(ids) and ids[n] == end else n
+        words = [model.target_tokens[t] for t in ids[:rows]]
+        saved = [t for t in expected["target_tokens"] if t]
+        assert len(saved) == rows, (i, words, saved)
+        assert not ids[rows:].any()
+        attention = out["attention"][0]
+        for t, (word, saved_word) in enumerate(zip(words, saved, strict=True)):
+            if word == "[UNK]" and source:  # the SavedModel replaced it (replace_unk=true)
+                word = source[int(np.argmax(attention[t, : len(source)]))]
+            assert word == saved_word, (i, t)
+        width = len(expected["source_tokens"])
+        np.testing.assert_allclose(
+            attention[:rows, :width], expected["attention"][:rows], rtol=0, atol=ATTENTION_ATOL
+        )
+        assert not attention[rows:].any() and not attention[:, max(len(source), 1):].any()
+        np.testing.assert_allclose(out["score"][0], expected["score"], rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_quantized_model_runs_and_is_smaller(nmt_export, clean_outputs):
+    from export.nmt import TFLiteTranslator
+
+    float_path = tflite_path(nmt_export)
+    quantized_path = tflite_path(nmt_export, "nmt.dynamic_range.tflite")
+    # int8 weights; on this tiny model the graph itself is a large share of the file.
+    assert os.path.getsize(quantized_path) < os.path.getsize(float_path)
+    model = TFLiteTranslator(quantized_path)
+    for _, _, out, _ in _tflite_vs_greedy(model, clean_outputs):
+        assert np.isfinite(out["attention"]).all() and np.isfinite(out["score"]).all()
+
+
+@pytest.mark.parametrize("sentence", TEXTS + ["a\tb\nc", "Ｆｕｌｌ　ｗｉｄｔｈ ½"])
+def test_python_tokenize_matches_the_graph_tokenizer(sentence):
+    from export.nmt import detokenize, tokenize
+    from zoo import text
+
+    assert tokenize(sentence) == text.python_tokens([sentence])[0]
+    tokens = tokenize(sentence)
+    import tensorflow as tf
+
+    graph = text.detokenize(tf.ragged.constant([tokens], dtype=tf.string)).numpy()[0]
+    assert detokenize(tokens) == graph.decode("utf-8")
+
+
+@pytest.mark.slow
+def test_host_translate(nmt_export, clean_outputs):
+    from export.nmt import TFLiteTranslator
+
+    model = TFLiteTranslator(tflite_path(nmt_export))
+    greedy = clean_outputs["outputs"]["greedy/one/0"]
+    result = model.translate(TEXTS[0])
+    assert result["source_tokens"] == [t for t in greedy["source_tokens"][0] if t]
+    assert result["attention"].shape == (len(result["target_tokens"]), len(result["source_tokens"]))
+    saved = [t for t in greedy["target_tokens"][0] if t]
+    assert len(result["target_tokens"]) == len(saved)
+    assert result["truncated"] is False
+    long = model.translate(TEXTS[6])  # cut to max_source_length, as the SavedModel does
+    assert len(long["source_tokens"]) == TINY_NMT["max_source_length"]
+    assert long["truncated"] is True
