@@ -1,8 +1,52 @@
-"""Fixtures shared by the recipe and export tests of nmt on real text."""
+"""What the whole suite shares: the tiny configs, the runs root, and one tiny trained run of each
+recipe (seconds to train; quality irrelevant), trained once per session for every test that needs
+one."""
 
 import os
 
 import pytest
+
+from recipes import config as recipes_config
+
+# Seconds of training; quality is irrelevant. A small vocabulary makes [UNK] common on both
+# sides, so the in-graph [UNK] replacement (replace_unk=true) is exercised; a short
+# max_source_length makes truncation cheap to test.
+TINY_NMT = dict(
+    train_size=300,
+    validation_size=30,
+    test_size=30,
+    max_digits=4,
+    max_items=3,
+    units=32,
+    embedding_dim=16,
+    batch_size=32,
+    epochs=1,
+    beam_size=3,
+    coverage_penalty=0.2,
+    max_source_length=12,
+    max_target_length=16,
+    max_vocab_size=30,
+    replace_unk="true",
+    run_id="tiny",
+)
+
+TINY_CAPTIONING = dict(
+    train_size=96,
+    validation_size=8,
+    test_size=8,
+    image_size=32,
+    max_caption_length=12,
+    encoder_filters=(8, 16, 32),
+    feature_dim=32,
+    embedding_dim=16,
+    units=32,
+    batch_size=32,
+    epochs=1,
+    beam_size=2,
+    length_penalty=0.6,
+    run_id="tiny",
+)
+
 
 SAMPLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "bible-en-fr")
 
@@ -58,3 +102,29 @@ def varied_subword_run(subword_run, tmp_path_factory):
     model = nmt.build_model(config, config.vocab_size, config.vocab_size)
     training.save_model_atomic(model, os.path.join(run, "model.keras"))
     return run
+
+
+@pytest.fixture(scope="session")
+def runs_root(tmp_path_factory):
+    """The runs root (`recipes.config.RUNS_ROOT`) for the rest of the session, once asked for."""
+    root = tmp_path_factory.mktemp("runs")
+    old = recipes_config.RUNS_ROOT
+    recipes_config.RUNS_ROOT = str(root)
+    yield root
+    recipes_config.RUNS_ROOT = old
+
+
+@pytest.fixture(scope="session")
+def tiny_nmt_run(runs_root):
+    """The folder of the session's tiny trained nmt run (`TINY_NMT`)."""
+    from recipes import nmt
+
+    return nmt.train(nmt.NmtConfig(**TINY_NMT), quiet=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_captioning_run(runs_root):
+    """The folder of the session's tiny trained captioning run (`TINY_CAPTIONING`), evaluated."""
+    from recipes import captioning
+
+    return captioning.train(captioning.CaptioningConfig(**TINY_CAPTIONING), quiet=True)

@@ -1,5 +1,5 @@
-"""Shared by the export tests: one tiny trained nmt run, one export of it, and the exported
-SavedModel's outputs computed in a clean process (TensorFlow and TF Text only, as TF Serving)."""
+"""Shared by the export tests: the export of the session's tiny runs (tests/conftest.py), and the
+exported SavedModel's outputs computed in a clean process (TensorFlow and TF Text only, as TF Serving)."""
 
 import base64
 import json
@@ -10,45 +10,6 @@ import sys
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-# Seconds of training; quality is irrelevant. A small vocabulary makes [UNK] common on both
-# sides, so the in-graph [UNK] replacement (replace_unk=true) is exercised; a short
-# max_source_length makes truncation cheap to test.
-TINY_NMT = dict(
-    train_size=300,
-    validation_size=30,
-    test_size=30,
-    max_digits=4,
-    max_items=3,
-    units=32,
-    embedding_dim=16,
-    batch_size=32,
-    epochs=1,
-    beam_size=3,
-    coverage_penalty=0.2,
-    max_source_length=12,
-    max_target_length=16,
-    max_vocab_size=30,
-    replace_unk="true",
-    run_id="export-tiny",
-)
-
-TINY_CAPTIONING = dict(
-    train_size=96,
-    validation_size=8,
-    test_size=8,
-    image_size=32,
-    max_caption_length=12,
-    encoder_filters=(8, 16, 32),
-    feature_dim=32,
-    embedding_dim=16,
-    units=32,
-    batch_size=32,
-    epochs=1,
-    beam_size=2,
-    length_penalty=0.6,
-    run_id="export-tiny",
-)
 
 LONG_TEXT = " ".join(["one hundred and twenty-three"] * 8)  # 32 tokens > max_source_length
 # Ordinary sentences of several lengths, then the bad requests the SavedModel must survive.
@@ -206,27 +167,19 @@ def _clean_process(saved_model, calls, work, onednn):
 
 
 @pytest.fixture(scope="session")
-def nmt_run(tmp_path_factory):
-    from recipes import nmt
-    from tests.helpers import train_under
-
-    return train_under(tmp_path_factory.mktemp("export-runs"), nmt.train, nmt.NmtConfig(**TINY_NMT))
-
-
-@pytest.fixture(scope="session")
-def translator(nmt_run):
+def translator(tiny_nmt_run):
     from recipes.nmt.inference import Translator
 
-    return Translator.from_run(nmt_run)
+    return Translator.from_run(tiny_nmt_run)
 
 
 @pytest.fixture(scope="session")
-def nmt_export(nmt_run, tmp_path_factory):
+def nmt_export(tiny_nmt_run, tmp_path_factory):
     """`export.export` of the tiny run (with the quantised TFLite): the paths it wrote."""
     import export
 
     root = tmp_path_factory.mktemp("exports")
-    paths = export.export("nmt", nmt_run, str(root), quantize=True)
+    paths = export.export("nmt", tiny_nmt_run, str(root), quantize=True)
     return {**paths, "root": str(root)}
 
 
@@ -257,27 +210,18 @@ def loaded_saved_model(nmt_export):
 
 
 @pytest.fixture(scope="session")
-def captioning_run(tmp_path_factory):
-    from recipes import captioning
-    from tests.helpers import train_under
-
-    return train_under(tmp_path_factory.mktemp("export-caption-runs"), captioning.train,
-                       captioning.CaptioningConfig(**TINY_CAPTIONING), evaluate_after=False)
-
-
-@pytest.fixture(scope="session")
-def captioner(captioning_run):
+def captioner(tiny_captioning_run):
     from recipes.captioning import Captioner
 
-    return Captioner.from_run(captioning_run)
+    return Captioner.from_run(tiny_captioning_run)
 
 
 @pytest.fixture(scope="session")
-def captioning_export(captioning_run, tmp_path_factory):
+def captioning_export(tiny_captioning_run, tmp_path_factory):
     import export
 
     root = tmp_path_factory.mktemp("caption-exports")
-    paths = export.export("captioning", captioning_run, str(root))
+    paths = export.export("captioning", tiny_captioning_run, str(root))
     return {**paths, "root": str(root)}
 
 

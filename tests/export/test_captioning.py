@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tests import image_files
-from tests.export.conftest import TINY_CAPTIONING
+from tests.conftest import TINY_CAPTIONING
 
 pytestmark = pytest.mark.slow
 

@@ -46,22 +46,22 @@ def test_run_without_model(capsys, tmp_path):
 
 
 @pytest.mark.slow
-def test_run_of_another_recipe(capsys, nmt_run, tmp_path):
+def test_run_of_another_recipe(capsys, tiny_nmt_run, tmp_path):
     import shutil
 
     run = tmp_path / "run"
-    shutil.copytree(nmt_run, run)
+    shutil.copytree(tiny_nmt_run, run)
     (run / "config.json").write_text('{"image_size": 64}')
     assert main(["nmt", "--run", str(run), "--out", str(tmp_path / "ex")]) == 1
     assert "is not an nmt run" in _one_line_error(capsys)
 
 
 @pytest.mark.slow
-def test_second_export_is_a_new_version(capsys, nmt_run, nmt_export):
+def test_second_export_is_a_new_version(capsys, tiny_nmt_run, nmt_export):
     root = nmt_export["root"]
     first = nmt_export["saved_model"]
     before = {f: os.path.getmtime(os.path.join(first, f)) for f in ("saved_model.pb",)}
-    assert main(["nmt", "--run", nmt_run, "--out", root, "--no-tflite"]) == 0
+    assert main(["nmt", "--run", tiny_nmt_run, "--out", root, "--no-tflite"]) == 0
     printed = capsys.readouterr().out
     second = os.path.join(root, "nmt", str(int(os.path.basename(first)) + 1))
     assert f"SavedModel  {second}" in printed

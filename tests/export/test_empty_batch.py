@@ -19,8 +19,8 @@ import numpy as np
 from recipes.captioning import Captioner
 from recipes.nmt.inference import Translator
 
-nmt_run, caption_run = sys.argv[1:3]
-translator = Translator.from_run(nmt_run)
+tiny_nmt_run, caption_run = sys.argv[1:3]
+translator = Translator.from_run(tiny_nmt_run)
 captioner = Captioner.from_run(caption_run)
 size = captioner.image_size
 shapes = lambda out: {k: list(v.shape) for k, v in out.items()}
@@ -36,10 +36,10 @@ print(json.dumps({
 
 
 @pytest.mark.parametrize("onednn", ONEDNN_SETTINGS)
-def test_python_paths_answer_an_empty_batch(nmt_run, captioning_run, captioner, onednn):
+def test_python_paths_answer_an_empty_batch(tiny_nmt_run, tiny_captioning_run, captioner, onednn):
     env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": onednn, "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT, nmt_run, captioning_run],
+        [sys.executable, "-c", SCRIPT, tiny_nmt_run, tiny_captioning_run],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -10,7 +10,8 @@ import threading
 import numpy as np
 import pytest
 
-from tests.export.conftest import LONG_TEXT, TINY_NMT, run_clean_process, strings_input
+from tests.conftest import TINY_NMT
+from tests.export.conftest import LONG_TEXT, run_clean_process, strings_input
 
 # The caps of a second export of the session's tiny run, small enough to test cheaply.
 SMALL_BYTES = 64
@@ -25,13 +26,13 @@ def _tflite(root, name="nmt.tflite"):
 
 
 @pytest.fixture(scope="module")
-def capped_export(nmt_run, tmp_path_factory):
+def capped_export(tiny_nmt_run, tmp_path_factory):
     """The tiny run exported with `--max-sentence-bytes 64 --max-request-sentences 3`, through
     the command line."""
     from export.__main__ import main
 
     root = tmp_path_factory.mktemp("capped-exports")
-    assert main(["nmt", "--run", nmt_run, "--out", str(root),
+    assert main(["nmt", "--run", tiny_nmt_run, "--out", str(root),
                  "--max-sentence-bytes", str(SMALL_BYTES),
                  "--max-request-sentences", str(SMALL_SENTENCES)]) == 0
     return {"root": str(root), "saved_model": os.path.join(str(root), "nmt", "1")}
@@ -97,7 +98,7 @@ def test_a_request_over_the_sentence_cap_is_refused_with_the_limit_and_the_flag(
 
 
 @pytest.mark.slow
-def test_long_sentences_are_cut_to_the_byte_cap_before_tokenising(capped_export, nmt_run,
+def test_long_sentences_are_cut_to_the_byte_cap_before_tokenising(capped_export, tiny_nmt_run,
                                                                   tmp_path):
     from recipes.nmt.inference import SavedModelTranslator, Translator, cut_utf8
     from zoo.text import python_tokens
@@ -120,7 +121,7 @@ def test_long_sentences_are_cut_to_the_byte_cap_before_tokenising(capped_export,
     assert tokens[1] == ["seven"] * 10 + ["seve"]
     assert all("\ufffd" not in t for row in tokens for t in row)  # no character cut in two
     # The run's own Translator, with the same cap, cuts the same way and says so.
-    translator = Translator.from_run(nmt_run)
+    translator = Translator.from_run(tiny_nmt_run)
     translator.max_sentence_bytes = SMALL_BYTES
     results = translator.translate(texts, beam=1)
     assert [r.source_tokens for r in results] == tokens

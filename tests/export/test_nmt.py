@@ -12,7 +12,8 @@ import sys
 import numpy as np
 import pytest
 
-from tests.export.conftest import TEXTS, TINY_NMT, tflite_path
+from tests.conftest import TINY_NMT
+from tests.export.conftest import TEXTS, tflite_path
 
 OUTPUTS = {
     "translation": ("string", 1),

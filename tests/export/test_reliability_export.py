@@ -94,7 +94,7 @@ def test_kill_during_export_leaves_the_served_version_intact(recipe, request, tm
 
     from export import layout
 
-    run = request.getfixturevalue(f"{recipe}_run")
+    run = request.getfixturevalue(f"tiny_{recipe}_run")
     exported = request.getfixturevalue(f"{recipe}_export")
     # Start from an exports root that already serves version 1 (the session's export).
     root = tmp_path / "exports"

@@ -14,7 +14,7 @@ from recipes import nmt, training
 from recipes.__main__ import main
 from recipes.nmt import inference as nmt_inference
 from recipes.nmt.inference import SavedModelTranslator, Translation, Translator
-from tests.recipes.conftest import TINY_NMT
+from tests.conftest import TINY_NMT
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BEAM = TINY_NMT["beam_size"]

@@ -12,7 +12,7 @@ from recipes import captioning, nmt, training, tuning
 from recipes import config as recipes_config
 from recipes.config import ConfigError, from_words
 from recipes.nmt import data as nmt_data
-from tests.recipes.conftest import TINY_NMT
+from tests.conftest import TINY_NMT
 from zoo.data import tsv
 from zoo.errors import DataError
 

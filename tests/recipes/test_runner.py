@@ -9,7 +9,7 @@ import pytest
 from recipes import nmt, training
 from recipes.config import apply_overrides
 from recipes.nmt.inference import Translator
-from tests.recipes.conftest import TINY_NMT
+from tests.conftest import TINY_NMT
 
 
 def _copy_run(src, dst):

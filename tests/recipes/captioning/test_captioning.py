@@ -10,9 +10,9 @@ import pytest
 import tensorflow as tf
 
 from recipes import captioning, training
-from recipes import config as recipes_config
 from recipes.config import ConfigError, apply_overrides, from_words, to_dict
 from tests import image_files
+from tests.conftest import TINY_CAPTIONING
 from zoo import decoding, text
 from zoo.data import digit_scenes
 from zoo.errors import DataError
@@ -39,22 +39,8 @@ def tiny_config(**changes):
 
 
 @pytest.fixture(scope="module")
-def runs_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("caption_runs")
-    old = recipes_config.RUNS_ROOT
-    recipes_config.RUNS_ROOT = str(root)
-    yield root
-    recipes_config.RUNS_ROOT = old
-
-
-@pytest.fixture(scope="module")
-def tiny_run(runs_root):
-    return captioning.train(tiny_config(run_id="tiny"), quiet=True)
-
-
-@pytest.fixture(scope="module")
-def captioner(tiny_run):
-    return captioning.Captioner.from_run(tiny_run)
+def captioner(tiny_captioning_run):
+    return captioning.Captioner.from_run(tiny_captioning_run)
 
 
 # -- data and model --------------------------------------------------------------------------
@@ -194,22 +180,22 @@ def test_image_alone_equals_image_in_a_batch(captioner, beam):
         assert alone.score == pytest.approx(joint.score, abs=1e-4)
 
 
-def test_train_wrote_metrics_overlays_and_tensorboard(tiny_run):
-    metrics = json.load(open(os.path.join(tiny_run, "metrics.json")))
+def test_train_wrote_metrics_overlays_and_tensorboard(tiny_captioning_run):
+    metrics = json.load(open(os.path.join(tiny_captioning_run, "metrics.json")))
     report = metrics["test_beam2"]
-    assert report["count"] == TINY["test_size"]
+    assert report["count"] == TINY_CAPTIONING["test_size"]
     assert all(0.0 <= report[f"bleu{n}"] <= 1.0 for n in range(1, 5))
     # After one tiny epoch the captions may name no digit yet; the scores are there all the same.
     assert 0.0 <= report["localisation"] <= 1.0 and report["digit_words"] >= 0
     assert 0.0 <= report["localisation_chance"] <= 1.0
-    assert os.path.getsize(os.path.join(tiny_run, "overlay-0.png")) > 1000
+    assert os.path.getsize(os.path.join(tiny_captioning_run, "overlay-0.png")) > 1000
     for name in ("config.json", "model.keras", "vocab.txt", "train_state.json"):
-        assert os.path.exists(os.path.join(tiny_run, name))
-    events = [f for _, _, files in os.walk(os.path.join(tiny_run, "logs", "attention"))
+        assert os.path.exists(os.path.join(tiny_captioning_run, name))
+    events = [f for _, _, files in os.walk(os.path.join(tiny_captioning_run, "logs", "attention"))
               for f in files if "tfevents" in f]
     assert events  # the per-epoch overlay images
-    greedy = captioning.evaluate(tiny_run, beam=1, quiet=True, plots_count=0)
-    assert set(json.load(open(os.path.join(tiny_run, "metrics.json")))) >= {
+    greedy = captioning.evaluate(tiny_captioning_run, beam=1, quiet=True, plots_count=0)
+    assert set(json.load(open(os.path.join(tiny_captioning_run, "metrics.json")))) >= {
         "test_beam2", "test_greedy"
     }
     assert greedy["decoding"] == "greedy"

@@ -15,7 +15,7 @@ import tensorflow as tf
 from recipes import nmt
 from recipes.config import ConfigError, apply_overrides, from_words
 from recipes.nmt.inference import Translator
-from tests.recipes.conftest import TINY_NMT
+from tests.conftest import TINY_NMT
 from zoo import decoding, text
 from zoo.data import num2words_corpus, tsv
 from zoo.errors import DataError
