@@ -83,14 +83,16 @@ class AttentiveLSTMDecoder(keras.layers.Layer):
         self.output_projection = keras.layers.Dense(vocab_size, dtype="float32", name="output")
         self.drop = keras.layers.Dropout(dropout, noise_shape=sequence_noise_shape(variational_dropout))
 
-    def build(self, target_shape, memory_shape=None):
-        batch = target_shape[0]
-        self.embedding.build(target_shape)
+    def build(self, target_in_shape, memory_shape=None):
+        # Named after call()'s arguments: Keras pairs a first call's shapes with build's by name.
+        batch = target_in_shape[0]
+        self.embedding.build(target_in_shape)
         feed = self.units if self.input_feeding else 0
         self.rnn.build((batch, None, self.embedding_dim + feed))
         dim = 0
         if self.attention is not None:
-            self.attention.build((batch, self.units), tuple(memory_shape))
+            if not self.attention.built:  # a decoder restored from its config has it built
+                self.attention.build((batch, self.units), tuple(memory_shape))
             dim = memory_shape[-1]
         if self.gate is not None:
             self.gate.build((batch, self.units))

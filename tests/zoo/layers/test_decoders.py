@@ -132,13 +132,6 @@ def test_context_gate_and_input_feeding_shape_the_weights():
     assert tuple(plain.combine.kernel.shape) == (UNITS + DEPTH, UNITS)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="build() names its first argument `target_shape`, but call()'s is `target_in`: Keras "
-    "3 maps build arguments to call arguments by name, so calling an unbuilt decoder raises "
-    "'call() does not have argument `target`'. Seq2Seq and ImageCaptioner build it explicitly.",
-)
 def test_an_unbuilt_decoder_builds_on_its_first_call():
     target_in, memory, state = data()
     decoder = make(build=False)
@@ -334,15 +327,6 @@ def test_a_built_decoder_without_attention_round_trips_with_its_build_config():
     assert_same_outputs(restored, decoder)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="A built decoder's config nests its built attention layer with that layer's "
-    "build_config, so from_config/deserialize_keras_object returns an already built attention; "
-    "AttentiveLSTMDecoder.build then calls attention.build again, whose add_weight raises "
-    "'You cannot add new elements of state ... to a layer that is already built'. (Seq2Seq and "
-    "ImageCaptioner save the attention by name, so their .keras files are not affected.)",
-)
 @pytest.mark.parametrize("attention", ["bahdanau", "luong_general"])
 def test_a_built_decoder_with_attention_round_trips_with_its_build_config(attention):
     decoder = make(attention)
