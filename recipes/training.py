@@ -379,6 +379,25 @@ def load_state(run_dir: str) -> dict | None:
     return saved
 
 
+def optimizer(config, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """Every recipe's optimizer: Adam with `clipnorm`, its `learning_rate` decayed on a cosine to
+    5% over the run's `epochs`."""
+    schedule = keras.optimizers.schedules.CosineDecay(
+        config.learning_rate, decay_steps=max(1, config.epochs * steps_per_epoch), alpha=0.05
+    )
+    return keras.optimizers.Adam(schedule, clipnorm=config.clipnorm)
+
+
+def epoch_dataset(batches, spec) -> tf.data.Dataset:
+    """A `tf.data` pipeline over `batches()`, a generator of one epoch's batches that the
+    recipe shuffles itself (`spec`: their `output_signature`): repeated, prefetched, and
+    sharded by data across workers."""
+    ds = tf.data.Dataset.from_generator(batches, output_signature=spec)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options).repeat().prefetch(2)
+
+
 def tensorboard_callback(run_dir: str) -> keras.callbacks.Callback:
     return keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), update_freq="epoch")
 

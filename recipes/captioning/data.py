@@ -9,6 +9,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from recipes import training
 from recipes.captioning.config import CaptioningConfig
 from zoo import text
 from zoo.data import coco, digit_scenes
@@ -175,10 +176,7 @@ def make_dataset(split, examples, config, first_epoch=0, shuffle=True, vocab=Non
         },
         tf.TensorSpec((None, None), tf.int32),
     )
-    ds = tf.data.Dataset.from_generator(gen, output_signature=spec)
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return ds.with_options(options).repeat().prefetch(2)
+    return training.epoch_dataset(gen, spec)
 
 
 def steps_for(examples, config) -> int:

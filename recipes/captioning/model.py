@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
-import keras
-
+from recipes import training
 from recipes.captioning.config import CaptioningConfig
 from zoo.image_captioner import ImageCaptioner
 from zoo.image_encoders import build_image_encoder
@@ -50,11 +49,8 @@ def build_model(config: CaptioningConfig, vocab_size: int) -> ImageCaptioner:
 
 
 def compile_model(model, config: CaptioningConfig, steps_per_epoch: int) -> None:
-    schedule = keras.optimizers.schedules.CosineDecay(
-        config.learning_rate, decay_steps=max(1, config.epochs * steps_per_epoch), alpha=0.05
-    )
     model.compile(
-        optimizer=keras.optimizers.Adam(schedule, clipnorm=config.clipnorm),
+        optimizer=training.optimizer(config, steps_per_epoch),
         loss=masked_token_losses,
         # The loss includes the attention regulariser; the cross-entropy alone is logged too.
         metrics=[masked_accuracy, masked_loss],

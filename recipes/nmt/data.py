@@ -268,10 +268,7 @@ def make_dataset(src, tgt, config: NmtConfig, first_epoch=0, shuffle=True):
         },
         tf.TensorSpec((None, None), tf.int32),
     )
-    ds = tf.data.Dataset.from_generator(gen, output_signature=spec)
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return ds.with_options(options).repeat().prefetch(2)
+    return training.epoch_dataset(gen, spec)
 
 
 def steps_for(src, tgt, config: NmtConfig) -> int:

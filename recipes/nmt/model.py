@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 
-import keras
 import numpy as np
 
+from recipes import training
 from recipes.nmt.config import NmtConfig
 from zoo.layers import ATTENTION_TYPES
 from zoo.losses import MaskedTokenLosses, masked_accuracy
@@ -37,11 +37,8 @@ def build_model(config: NmtConfig, source_vocab_size: int, target_vocab_size: in
 
 
 def compile_model(model: Seq2Seq, config: NmtConfig, steps_per_epoch: int) -> None:
-    schedule = keras.optimizers.schedules.CosineDecay(
-        config.learning_rate, decay_steps=max(1, config.epochs * steps_per_epoch), alpha=0.05
-    )
     model.compile(
-        optimizer=keras.optimizers.Adam(schedule, clipnorm=config.clipnorm),
+        optimizer=training.optimizer(config, steps_per_epoch),
         loss=MaskedTokenLosses(config.label_smoothing),
         metrics=[masked_accuracy],
         jit_compile=config.jit_compile,
