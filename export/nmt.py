@@ -256,10 +256,10 @@ def _pad_to_width(x, width, value):
 
 
 def max_decode_length(source_lengths, max_target_length: int):
-    """The step limit for a batch, as `Translator.max_decode_length` computes it: twice the
-    longest source plus 10, at most `max_target_length + 1` (the end token included)."""
-    longest = tf.reduce_max(tf.concat([source_lengths, [0]], 0))
-    return tf.minimum(2 * longest + 10, max_target_length + 1)
+    """Each sentence's step limit, as `Translator.max_decode_length` computes it: twice its
+    source length plus 10, at most `max_target_length + 1` (the end token included). Per
+    sentence, so that a sentence translates the same alone and in any batch."""
+    return tf.minimum(2 * source_lengths + 10, max_target_length + 1)
 
 
 def replace_unknown(words, target_ids, lengths, source_tokens, source_lengths, attention):

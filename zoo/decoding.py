@@ -15,7 +15,9 @@ Every decoder in the zoo exposes one decoding step as
 
 Both searches are written with TensorFlow ops only (`tf.while_loop`, `tf.gather`,
 `tf.math.top_k`), so they run eagerly and inside a `tf.function` with a `None` batch dimension and
-a tensor `max_length` (the SavedModel export). Callers pass `(batch_size, ...)` state and
+a tensor `max_length` (the SavedModel export). `max_length` is one limit for every sentence or
+one per sentence (`(batch_size,)`): with per-sentence limits a sentence decodes the same alone
+and in any batch, whatever the other sentences' lengths. Callers pass `(batch_size, ...)` state and
 constants to both; `beam_search` tiles them itself.
 """
 
@@ -60,16 +62,16 @@ def greedy_search(step_fn, initial_state, constants, start_ids, end_id, max_leng
         constants: nest of tensors of shape `(batch_size, ...)` passed unchanged to `step_fn`.
         start_ids: int32 tensor of shape `(batch_size,)`, the first input token of each sentence.
         end_id: Python int or scalar tensor, the end-of-sequence token.
-        max_length: Python int or scalar tensor, the most tokens generated per sentence (the end
-            token included).
+        max_length: Python int, scalar tensor, or int32 `(batch_size,)` tensor: the most tokens
+            generated per sentence (the end token included), for all or for each sentence.
 
     Returns:
         A dict with
         - `"tokens"`: int32 `(batch_size, T)`, the generated ids without the start token; the end
           token is included where it was emitted and later positions are 0. `T` is the number of
-          steps run, at most `max_length`.
-        - `"lengths"`: int32 `(batch_size,)`, the number of tokens before the end token (`T` for a
-          sentence that did not end).
+          steps run, at most the largest `max_length`.
+        - `"lengths"`: int32 `(batch_size,)`, the number of tokens before the end token (its
+          `max_length` for a sentence that did not end).
         - `"attention"`: float32 `(batch_size, T, S)`, 0 after the end token.
         - `"score"`: float32 `(batch_size,)`, the sum of the log-probabilities of the emitted
           tokens, the end token included.
@@ -85,11 +87,11 @@ def greedy_search(step_fn, initial_state, constants, start_ids, end_id, max_leng
     """
     start_ids = tf.cast(start_ids, tf.int32)
     end_id = tf.cast(end_id, tf.int32)
-    max_length = tf.cast(max_length, tf.int32)
     batch_size = tf.shape(start_ids)[0]
+    limits = _limits(max_length, batch_size)
 
     def cond(t, ids, state, finished, lengths, score, tokens, attention):
-        return tf.logical_and(t < max_length, tf.logical_not(tf.reduce_all(finished)))
+        return tf.logical_not(tf.reduce_all(finished))
 
     def body(t, ids, state, finished, lengths, score, tokens, attention):
         logits, state, step_attention = step_fn(ids, state, constants)
@@ -105,14 +107,14 @@ def greedy_search(step_fn, initial_state, constants, start_ids, end_id, max_leng
         attention = tf.concat(
             [_with_depth(attention, step_attention), step_attention[:, None]], axis=1
         )
-        finished |= ids == end_id
+        finished |= (ids == end_id) | (t + 1 >= limits)  # a sentence stops at its own limit
         return t + 1, ids, state, finished, lengths, score, tokens, attention
 
     loop_vars = (
         tf.constant(0),
         start_ids,
         initial_state,
-        tf.zeros([batch_size], tf.bool),
+        limits <= 0,  # a sentence with no steps to run is finished before the first
         tf.zeros([batch_size], tf.int32),
         tf.zeros([batch_size], tf.float32),
         tf.zeros([batch_size, 0], tf.int32),
@@ -174,8 +176,9 @@ def beam_search(
             never reordered (they are identical within a sentence's beam).
         start_ids: int32 tensor of shape `(batch_size,)`, the first input token of each sentence.
         end_id: Python int or scalar tensor, the end-of-sequence token.
-        max_length: Python int or scalar tensor, the most tokens generated per hypothesis (the
-            end token included).
+        max_length: Python int, scalar tensor, or int32 `(batch_size,)` tensor: the most tokens
+            generated per hypothesis (the end token included), for all or for each sentence; a
+            sentence stops at its own limit, its alive hypotheses cut there.
         beam_size: Python int, the number of hypotheses kept per sentence. Defaults to `4`.
         length_penalty: Python float, `alpha`. Defaults to `0.0` (no normalisation).
         coverage_penalty: Python float `>= 0`, `beta`. Defaults to `0.0` (no coverage term).
@@ -189,7 +192,7 @@ def beam_search(
         A dict with, best hypothesis first,
         - `"tokens"`: int32 `(batch_size, n_best, T)`, the generated ids without the start token;
           the end token is included where emitted and later positions are 0. `T` is the number of
-          steps run, at most `max_length`.
+          steps run, at most the largest `max_length`.
         - `"lengths"`: int32 `(batch_size, n_best)`, the number of tokens before the end token.
         - `"attention"`: float32 `(batch_size, n_best, T, S)`, 0 after the end token.
         - `"score"`: float32 `(batch_size, n_best)`, the penalised score `s(Y, X)`.
@@ -225,8 +228,8 @@ def beam_search(
         )
     start_ids = tf.cast(start_ids, tf.int32)
     end_id = tf.cast(end_id, tf.int32)
-    max_length = tf.cast(max_length, tf.int32)
     batch_size = tf.shape(start_ids)[0]
+    limits = _limits(max_length, batch_size)
     constants = tile_for_beam(constants, beam_size)
     neg_inf = float("-inf")
 
@@ -246,10 +249,10 @@ def beam_search(
             },
         )
 
-    def cond(t, done, alive, finished):
-        return tf.logical_and(t < max_length, tf.logical_not(tf.reduce_all(done)))
+    def cond(t, done, alive, finished, cut):
+        return tf.logical_not(tf.reduce_all(done))
 
-    def body(t, done, alive, finished):
+    def body(t, done, alive, finished, cut):
         logits, state, step_attention = step_fn(
             tf.reshape(alive["ids"], [-1]), alive["state"], constants
         )
@@ -301,9 +304,23 @@ def beam_search(
         best = tf.reduce_max(new_alive["log_prob"], axis=1)
         bound = best / _length_penalty(t + 2, length_penalty)
         if exact:
-            bound = tf.maximum(bound, best / _length_penalty(max_length, length_penalty))
-        done |= bound <= finished["score"][:, -1]
-        return t + 1, done, new_alive, finished
+            bound = tf.maximum(bound, best / _length_penalty(limits, length_penalty))
+        # A sentence stops by the bound or at its own limit; its alive hypotheses as they stand
+        # then (cut there) are kept to fill its n-best list.
+        now_done = done | (bound <= finished["score"][:, -1]) | (t + 1 >= limits)
+        stops = (now_done & tf.logical_not(done))[:, None]
+        snapshot = {"tokens": new_alive["tokens"], "attention": new_alive["attention"],
+                    "score": new_alive["score"], "log_prob": new_alive["log_prob"],
+                    "lengths": tf.fill(tf.shape(token), t + 1)}
+        cut = {
+            "tokens": tf.pad(cut["tokens"], [[0, 0], [0, 0], [0, 1]]),
+            "attention": tf.pad(_with_depth(cut["attention"], step_attention),
+                                [[0, 0], [0, 0], [0, 1], [0, 0]]),
+            "score": cut["score"], "log_prob": cut["log_prob"], "lengths": cut["lengths"],
+        }
+        cut = {key: tf.where(tf.reshape(stops, [batch_size, 1] + [1] * (value.shape.rank - 2)),
+                             snapshot[key], value) for key, value in cut.items()}
+        return t + 1, now_done, new_alive, finished, cut
 
     first = tf.concat([tf.zeros([1]), tf.fill([beam_size - 1], neg_inf)], axis=0)
     # Only the first copy of each sentence is alive at the start, so the beam does not fill
@@ -324,14 +341,21 @@ def beam_search(
         "tokens": tf.zeros([batch_size, n_best, 0], tf.int32),
         "attention": tf.zeros([batch_size, n_best, 0, 0]),
     }
-    loop_vars = (tf.constant(0), tf.zeros([batch_size], tf.bool), alive, finished)
+    cut = {
+        "tokens": tf.zeros([batch_size, beam_size, 0], tf.int32),
+        "attention": tf.zeros([batch_size, beam_size, 0, 0]),
+        "score": tf.fill([batch_size, beam_size], neg_inf),
+        "log_prob": tf.fill([batch_size, beam_size], neg_inf),
+        "lengths": tf.zeros([batch_size, beam_size], tf.int32),
+    }
+    # A sentence with a limit of 0 (or less) decodes nothing: it is done before the first step.
+    loop_vars = (tf.constant(0), limits <= 0, alive, finished, cut)
     invariants = tf.nest.map_structure(_any_shape, loop_vars)
     invariants[2]["state"] = _state_shapes(alive["state"])
-    steps, _, alive, finished = tf.while_loop(cond, body, loop_vars, shape_invariants=invariants)
+    _, _, _, finished, alive = tf.while_loop(cond, body, loop_vars, shape_invariants=invariants)
 
-    # Finished hypotheses first, then alive ones (cut at max_length), then empty finished slots;
-    # top_k keeps the order within each group, which is already best first.
-    alive["lengths"] = tf.fill([batch_size, beam_size], steps)
+    # Finished hypotheses first, then alive ones (cut where the sentence stopped), then empty
+    # finished slots; top_k keeps the order within each group, which is already best first.
     group = tf.concat(
         [
             tf.where(finished["score"] > neg_inf, 0.0, 2.0),
@@ -344,6 +368,11 @@ def beam_search(
         key: tf.gather(tf.concat([finished[key], alive[key]], axis=1), pick, batch_dims=1)
         for key in ("tokens", "lengths", "attention", "score", "log_prob")
     }
+
+
+def _limits(max_length, batch_size):
+    """`max_length` (one for all, or one per sentence) as int32 `(batch_size,)`."""
+    return tf.broadcast_to(tf.cast(max_length, tf.int32), [batch_size])
 
 
 def _length_penalty(length, alpha):

@@ -145,7 +145,8 @@ class Captioner:
         n = int(out["lengths"][row])
         words = [self.vocab.tokens[i] for i in out["tokens"][row, :n]]
         h, w = self.grid_shape if self.model.decoder.attention is not None else (0, 0)
-        steps = min(n + 1, out["attention"].shape[1])
+        # One map per word, and the end token's when it was emitted.
+        steps = n + int(n < out["tokens"].shape[1] and out["tokens"][row, n] == text.END_ID)
         attention = out["attention"][row, :steps].reshape(steps, h, w)
         return Caption(
             text=" ".join(words), tokens=words, score=float(out["score"][row]), attention=attention

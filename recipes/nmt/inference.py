@@ -124,8 +124,11 @@ class Translator:
 
     # -- decoding ids ------------------------------------------------------------------------
 
-    def max_decode_length(self, source_length: int) -> int:
-        return min(2 * source_length + 10, self.config.max_target_length + 1)
+    def max_decode_length(self, source_length):
+        """A sentence's step limit (the end token included): twice its source length plus 10,
+        at most `max_target_length + 1`; elementwise for an array of lengths. Per sentence, so
+        that a sentence translates the same alone and in any batch."""
+        return np.minimum(2 * np.asarray(source_length) + 10, self.config.max_target_length + 1)
 
     def _decoder(self, beam: int, n_best: int, length_penalty: float, coverage_penalty: float):
         key = (beam, n_best, length_penalty, coverage_penalty)
@@ -135,7 +138,7 @@ class Translator:
             @tf.function(
                 input_signature=[
                     tf.TensorSpec((None, None), tf.int32),
-                    tf.TensorSpec((), tf.int32),
+                    tf.TensorSpec((None,), tf.int32),
                 ]
             )
             def run(source, max_length):
@@ -167,7 +170,6 @@ class Translator:
         lp = self.config.length_penalty if length_penalty is None else length_penalty
         cp = self.config.coverage_penalty if coverage_penalty is None else coverage_penalty
         lengths = (source != 0).sum(1)
-        max_length = self.max_decode_length(int(lengths.max()) if len(lengths) else 1)
         if len(source) == 0:  # never run the model on an empty batch (see export.graph.unless_empty)
             width = source.shape[1] if source.ndim == 2 else 0
             return {"tokens": np.zeros((0, n_best, 0), np.int32),
@@ -175,7 +177,8 @@ class Translator:
                     "attention": np.zeros((0, n_best, 0, width), np.float32),
                     "score": np.zeros((0, n_best), np.float32)}
         run = self._decoder(int(beam), int(n_best), float(lp), float(cp))
-        out = run(tf.constant(source, tf.int32), tf.constant(max_length, tf.int32))
+        out = run(tf.constant(source, tf.int32),
+                  tf.constant(self.max_decode_length(lengths), tf.int32))
         return {k: v.numpy() for k, v in out.items()}
 
     # -- text in, text out -------------------------------------------------------------------
@@ -259,7 +262,10 @@ class Translator:
         n = int(out["lengths"][row, k])
         ids = out["tokens"][row, k, :n]
         words = [self.target_vocab.tokens[i] for i in ids]
-        attention = out["attention"][row, k, : n + 1, : len(source_tokens)]
+        # One row per token, and the end token's when it was emitted (not when the sentence
+        # stopped at its step limit: the steps after it are padding).
+        ended = n < out["tokens"].shape[2] and out["tokens"][row, k, n] == text.END_ID
+        attention = out["attention"][row, k, : n + int(ended), : len(source_tokens)]
         if replace_unk and source_tokens:
             words = [
                 source_tokens[int(np.argmax(attention[t]))] if w == text.UNK else w

@@ -304,6 +304,34 @@ def test_batch_matches_each_sentence_alone():
         assert len(steps) > 1, "the sentences should end at different steps"
 
 
+@pytest.mark.parametrize("beam", [1, 3])
+def test_per_sentence_limits_decode_each_sentence_as_alone(beam):
+    """A limit per sentence: each sentence of the batch (none ends: uniform distributions, the
+    end token never best) stops at its own limit, and decodes exactly as alone with it."""
+    model = PrefixModel(3, depth=5, source_length=3, seed=7)
+    model.logits[:, END] = -np.inf  # never the end: every sentence runs to its limit
+    starts, masks, limits = [0, 2, 0], [MASK3[0]] * 3, [2, 5, 3]
+
+    def search(s, m, n):
+        if beam == 1:
+            return model.greedy(s, m, tf.constant(n, tf.int32))
+        return model.beam(s, m, tf.constant(n, tf.int32), beam_size=beam, n_best=2)
+
+    batch = search(starts, masks, limits)
+    assert batch["tokens"].shape[-1] == max(limits)
+    for b, limit in enumerate(limits):
+        alone = search(starts[b : b + 1], masks[b : b + 1], [limit])
+        lengths = batch["lengths"][b]
+        np.testing.assert_array_equal(lengths, np.full_like(lengths, limit))
+        tokens = batch["tokens"][b]
+        assert not np.any(tokens[..., limit:])  # nothing generated past its own limit
+        np.testing.assert_array_equal(tokens[..., :limit], alone["tokens"][0])
+        np.testing.assert_allclose(batch["score"][b], alone["score"][0], rtol=1e-5)
+        # The same as one limit for all when that limit is this sentence's.
+        same = search(starts[b : b + 1], masks[b : b + 1], limit)
+        np.testing.assert_array_equal(same["tokens"][0], alone["tokens"][0])
+
+
 def test_without_attention():
     model = PrefixModel(3, depth=4, probs=TRAP, source_length=0)
     mask = [[]]

@@ -157,7 +157,8 @@ def test_beam_one_equals_greedy(captioner):
     pixels = np.stack([s.image for s in images])
     step_fn, state, constants = captioner.model.decoding_inputs(pixels)
     start = tf.fill([len(pixels)], text.START_ID)
-    beam = decoding.beam_search(step_fn, state, constants, start, text.END_ID, 31, beam_size=1)
+    beam = decoding.beam_search(step_fn, state, constants, start, text.END_ID,
+                                captioner.config.max_caption_length + 1, beam_size=1)
     greedy = captioner.caption(pixels, beam=1)
     for row, result in enumerate(greedy):
         n = int(beam["lengths"][row, 0])
