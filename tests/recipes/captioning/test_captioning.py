@@ -58,7 +58,7 @@ def test_data_batches_are_bucketed_and_reproducible():
     again = list(captioning.batches(data.train.images, *examples, 32, seed=0, epoch=0))
     assert len(first) == captioning.steps_for(examples, config)
     assert sum(len(y) for _, y in first) == 200
-    for (x, y), (x2, _) in zip(first, again):
+    for (x, y), (x2, _) in zip(first, again, strict=True):
         np.testing.assert_array_equal(x["target_in"], x2["target_in"])
         assert x["image"].shape[0] == y.shape[0] and (y[:, -1] != 0).any()  # no wasted column
         np.testing.assert_array_equal(x["target_in"][:, 1:], y[:, :-1])
@@ -174,7 +174,7 @@ def test_beam_one_equals_greedy(captioner):
 def test_image_alone_equals_image_in_a_batch(captioner, beam):
     pixels = np.stack([s.image for s in digit_scenes.make_scenes("validation", 5, image_size=32)])
     together = captioner.caption(pixels, beam=beam)
-    for image, joint in zip(pixels, together):
+    for image, joint in zip(pixels, together, strict=True):
         alone = captioner.caption([image], beam=beam)[0]
         assert alone.tokens == joint.tokens
         np.testing.assert_allclose(alone.attention, joint.attention, atol=1e-5)

@@ -127,8 +127,8 @@ def test_batches_are_bucketed_and_reproducible():
     a = list(nmt.batches(src, tgt, 16, seed=0, epoch=1))
     b = list(nmt.batches(src, tgt, 16, seed=0, epoch=1))
     c = list(nmt.batches(src, tgt, 16, seed=0, epoch=2))
-    assert all((x[1] == y[1]).all() for x, y in zip(a, b))
-    assert any(x[1].shape != y[1].shape or (x[1] != y[1]).any() for x, y in zip(a, c))
+    assert all((x[1] == y[1]).all() for x, y in zip(a, b, strict=True))
+    assert any(x[1].shape != y[1].shape or (x[1] != y[1]).any() for x, y in zip(a, c, strict=True))
     assert sum(x[1].shape[0] for x in a) == 300
     padding = sum((x[1] == 0).sum() for x in a) / sum(x[1].size for x in a)
     assert padding < 0.15  # length bucketing keeps padding low
@@ -227,7 +227,7 @@ def test_sentence_alone_equals_sentence_in_padded_batch(tiny_nmt_run, beam):
     sources = sorted({s for s, _ in nmt.load_pairs(translator.config)[2]}, key=len)
     batch = [sources[0], sources[-1], sources[len(sources) // 2], ""]
     together = translator.translate(batch, beam=beam)
-    for sentence, joint in zip(batch, together):
+    for sentence, joint in zip(batch, together, strict=True):
         alone = translator.translate([sentence], beam=beam)[0]
         assert alone.tokens == joint.tokens
         np.testing.assert_allclose(alone.attention, joint.attention, atol=1e-5)
@@ -435,7 +435,7 @@ def test_multi_worker_training_on_loopback(tmp_path):
         if p.poll() is None:
             p.kill()
     outs = [p.communicate() for p in procs]
-    for p, (out, err) in zip(procs, outs):
+    for p, (_out, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err[-3000:]
     run_dir = tmp_path / "nmt" / "multi"
     state = json.loads((run_dir / "train_state.json").read_text())
