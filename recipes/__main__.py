@@ -203,7 +203,11 @@ def _recipe_names():
 
 def cli() -> int:
     """The `attention-zoo` console command (setup.cfg): `python -m recipes` and `export`."""
-    return main(prog="attention-zoo")
+    try:
+        return main(prog="attention-zoo")
+    except BrokenPipeError:  # `attention-zoo train nmt --help | head`: the reader left
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -253,6 +253,20 @@ def test_command_without_its_extra_says_which_to_install(blocked, argv, extra):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("blocked", ["num2words", "sklearn", "keras_tuner"])
+def test_recipes_import_without_the_data_and_tune_extras(blocked):
+    """A user training on their own corpus needs no generated-data or tuning package: the recipe
+    packages import without them (only the default data and `tune` ask for them, in one line)."""
+    proc = run_python(
+        f"import sys; sys.modules[{blocked!r}] = None\n"
+        "import recipes.nmt, recipes.captioning, recipes.runner\n"
+        "print(recipes.nmt.RECIPE, recipes.captioning.RECIPE)",
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().endswith("<recipe nmt> <recipe captioning>")
+
+
 def test_export_without_its_extra_says_so_before_loading_tensorflow(tmp_path):
     code = (
         "import sys; sys.modules['tensorflow_serving'] = None; from export.__main__ import main; "

@@ -17,7 +17,7 @@ from recipes import training
 from recipes.config import ConfigError, fingerprint, to_dict, write_json
 from recipes.nmt.config import NmtConfig
 from zoo import text
-from zoo.data import num2words_corpus, parallel, tsv
+from zoo.data import parallel, tsv
 from zoo.subwords import SubwordTokenizer
 
 NAME = "nmt"
@@ -46,6 +46,10 @@ def load_pairs(config: NmtConfig):
         report = f"split files train={splits['train']} valid={splits['valid']} test={splits['test']}"
         return [], validation, test, report
     if config.data == "num2words":
+        # The generated corpus needs the [data] extra: loaded only when it is asked for, so a
+        # real corpus trains without it.
+        from zoo.data import num2words_corpus
+
         keys = ("train_size", "validation_size", "test_size", "source_lang", "target_lang",
                 "seed", "max_digits", "max_items")
         cache = os.path.join(
