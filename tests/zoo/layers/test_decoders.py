@@ -41,15 +41,6 @@ def _seed():
     keras.utils.set_random_seed(0)
 
 
-@pytest.fixture
-def mixed_float16():
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
-
-
 def make(attention="bahdanau", depth=DEPTH, build=True, **overrides):
     kwargs = {"vocab_size": VOCAB, "units": UNITS, "embedding_dim": EMBED,
               "attention": make_attention(attention, UNITS), **overrides}

@@ -25,15 +25,6 @@ def _seed():
     keras.utils.set_random_seed(0)
 
 
-@pytest.fixture
-def mixed_float16():
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
-
-
 def make(**overrides):
     return BidirectionalLSTMEncoder(**{"vocab_size": VOCAB, "embedding_dim": EMBED,
                                        "units": UNITS, **overrides})
