@@ -52,7 +52,8 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="tiny repeats: a smoke pass, not figures")
     p.add_argument("--out", default=HERE, help="where results.json/.md and scaling.png go")
     p.add_argument("--only", nargs="*", default=None,
-                   help="subset of: layers training inference scaling profile real_text")
+                   help="subset of: layers training inference scaling profile step_precision "
+                        "real_text")
     p.add_argument("--data", default=None,
                    help="real_text: folder with train.tsv, valid.tsv, test.tsv (make data "
                         "CORPUS=bible-en-fr builds data/bible-en-fr)")
@@ -61,8 +62,9 @@ def main(argv=None):
                         "(default runs/nmt/latest)")
     args = p.parse_args(argv)
     q = args.quick
+    # step_precision times real-text-sized models (a minute): a figure, never a smoke pass.
     want = set(args.only or ["layers", "training", "profile", "inference", "scaling"]
-               + (["real_text"] if args.data else []))
+               + ([] if q else ["step_precision"]) + (["real_text"] if args.data else []))
     if "real_text" in want:
         if not args.data or not os.path.isdir(args.data):
             p.error(f"real_text needs --data DIR, a folder with train.tsv, valid.tsv and test.tsv "
@@ -133,8 +135,15 @@ def main(argv=None):
             results["scaling"] = scaling.run(translator.model, len(translator.source_vocab), **kwargs)
             scaling.plot(results["scaling"], os.path.join(args.out, "scaling.png"))
 
+    if "step_precision" in want:
+        print("== 5. a real-text training step by precision and XLA", flush=True)
+        from bench import step_precision
+
+        results["step_precision"] = step_precision.run(
+            out=os.path.join(args.out, "results-step-precision.json"))
+
     if "real_text" in want:
-        print("== 5. real text against a Keras tutorial-style reference", flush=True)
+        print("== 6. real text against a Keras tutorial-style reference", flush=True)
         from bench import real_text
 
         results["real_text"] = real_text.run(args.data, os.path.realpath(args.run), q, args.out)

@@ -53,13 +53,10 @@ def _model(policy: str, jit: bool, vocab: int):
     return model
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--vocab", type=int, default=8000, help="target and source vocabulary")
-    parser.add_argument("--calls", type=int, default=10, help="timed calls of each model")
-    args = parser.parse_args(argv)
+def run(vocab: int = 8000, calls: int = 10, out: str = OUT) -> dict:
+    """Times the four variants (see the module docstring); writes and returns the result."""
     rng = np.random.default_rng(0)
-    B, S, T, V = 85, 36, 39, args.vocab
+    B, S, T, V = 85, 36, 39, vocab
     x = {"source": rng.integers(4, V, (B, S)).astype("int32"),
          "target_in": rng.integers(4, V, (B, T)).astype("int32")}
     y = rng.integers(4, V, (B, T)).astype("int32")
@@ -69,7 +66,7 @@ def main(argv=None) -> int:
     for name, model in models.items():
         for _ in range(3):
             losses[name].append(float(model.train_on_batch(x, y)[0]))
-    for _ in range(args.calls):
+    for _ in range(calls):
         for name, model in models.items():
             t0 = time.perf_counter()
             losses[name].append(float(model.train_on_batch(x, y)[0]))
@@ -89,16 +86,25 @@ def main(argv=None) -> int:
                     "bf16_flags": _cpu_flags(), "tensorflow": tf.__version__,
                     "keras": keras.__version__},
         "batch": {"sentences": B, "source_tokens": S, "target_tokens": T, "vocabulary": V},
-        "calls": args.calls,
+        "calls": calls,
         "rows": rows,
     }
-    write_json(OUT, result)
+    write_json(out, result)
     print("| variant | step ms | vs float32 | target tokens/s | loss first -> last |")
     print("|---|---:|---:|---:|---|")
     for r in rows:
         print(f"| {r['variant']} | {r['step_ms']} | {r['speed_vs_float32']}x | "
               f"{r['target_tokens_per_s']} | {r['loss_first']} -> {r['loss_last']} |")
-    print(f"wrote {OUT}")
+    print(f"wrote {out}")
+    return result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--vocab", type=int, default=8000, help="target and source vocabulary")
+    parser.add_argument("--calls", type=int, default=10, help="timed calls of each model")
+    args = parser.parse_args(argv)
+    run(args.vocab, args.calls)
     return 0
 
 
