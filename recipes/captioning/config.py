@@ -42,9 +42,8 @@ class CaptioningConfig:
     # Backbone weights: "" (random), "imagenet", or the path of a weights file.
     weights: str = ""
     trainable_backbone: bool = True
-    # Four blocks (48x48 -> 3x3). With three (a 6x6 grid, 8 pixels a cell) a digit spread over
-    # several cells and the attention over 36 of them stayed diffuse: a 4-epoch run measured
-    # BLEU-4 0.436 and localisation 10% against 0.671 and 41% with four blocks.
+    # Four blocks (48x48 -> 3x3): with three (a 6x6 grid) a digit spreads over several cells and
+    # the attention stays diffuse (docs/results.md, "what was tried", has the measurements).
     encoder_filters: tuple[int, ...] = (16, 32, 64, 64)
     # Batch normalisation in the small CNN: from scratch it learns digits several times faster.
     batch_norm: bool = True

@@ -27,12 +27,9 @@ class BahdanauAttention(BaseAttention):
     With `score_activation="sigmoid"`, each score becomes `sigmoid(score_j)`, a "matching
     degree" in (0, 1), before the softmax. This bounds how peaked the weights can get: with
     scores in (0, 1) the largest weight over `Tv` positions is below `e / (e + Tv - 1)`
-    (0.232 for Tv=10, 0.053 for Tv=50), however large the raw scores grow. Measured on a random
-    batch (batch 256, Tv=10, Dq=Dv=units=32, `||v||` set to 100 so that raw scores average
-    |54|): without sigmoid the largest weight averages 0.986 and the entropy 0.038 nats; with
-    sigmoid the largest weight averages 0.147 (never above 0.232) and the entropy 2.23 nats,
-    against log(10) = 2.30 for uniform weights. Use it where several positions should share
-    the attention; leave it off where one position should win.
+    (0.232 for Tv=10, 0.053 for Tv=50), however large the raw scores grow (docs/layers.md
+    measures it: `docs/results/layers/sigmoid_sharpness.py`). Use it where several positions
+    should share the attention; leave it off where one position should win.
 
     `W_k k` is computed once per source sentence by `project_key()`, so a decoder's step loop
     only projects the query (see `BaseAttention.attend()`).

@@ -11,8 +11,8 @@ One decoder step (Luong et al., 2015, with input feeding):
 
 Teacher-forced training runs this loop over the whole target; `step` runs one step for greedy
 and beam search (`zoo.decoding`). Without input feeding the LSTM runs over the whole target at
-once and attention over all steps in one batched call (measured on CPU, no faster with additive
-attention, whose cost is the attention itself: `(batch, T, Tv, units)` scores either way).
+once and attention over all steps in one batched call (additive attention's cost is the
+attention itself: `(batch, T, Tv, units)` scores either way).
 """
 
 from __future__ import annotations
