@@ -29,7 +29,7 @@ def _run(args, env=None):
 
 def prepare_model():
     """(run folder, exports root, which) for the inference and scaling items."""
-    latest = os.path.join(os.environ.get("ZOO_RUNS", "runs"), "nmt", "latest")
+    latest = recipes_config.latest_run("nmt")
     if os.path.isdir(latest):
         run_dir, which = os.path.realpath(latest), latest
     else:
@@ -69,7 +69,7 @@ def main(argv=None):
         if not args.data or not os.path.isdir(args.data):
             p.error(f"real_text needs --data DIR, a folder with train.tsv, valid.tsv and test.tsv "
                     f"(got {args.data!r}; make data CORPUS=bible-en-fr builds data/bible-en-fr)")
-        args.run = args.run or os.path.join(os.environ.get("ZOO_RUNS", "runs"), "nmt", "latest")
+        args.run = args.run or recipes_config.latest_run("nmt")
         if not os.path.exists(os.path.join(args.run, "model.keras")):
             p.error(f"real_text: --run {args.run} has no model.keras; train one with python -m "
                     "recipes train nmt config=configs/nmt-real-text.json data=DIR")

@@ -67,9 +67,11 @@ def exporter(recipe: str):
 
 
 def default_run(recipe: str) -> str:
-    """`runs/<recipe>/latest`, under `$ZOO_RUNS` when set: `recipes.training.latest_run`'s rule,
-    read here without importing TensorFlow so that a bad run fails fast."""
-    return os.path.join(os.environ.get("ZOO_RUNS", "runs"), recipe, "latest")
+    """`runs/<recipe>/latest` under the runs root (`recipes.config`, free of TensorFlow, so
+    that a bad run fails fast)."""
+    from recipes.config import latest_run  # the recipes package loads only when asked
+
+    return latest_run(recipe)
 
 
 def check_run(recipe: str, run_dir: str) -> None:

@@ -1,10 +1,13 @@
 """`python -m export`: one-line errors with a non-zero exit, and a second export next to the first."""
 
 import os
+import subprocess
+import sys
 
 import pytest
 
 from export.__main__ import main
+from tests.helpers import REPO
 
 
 def _one_line_error(capsys):
@@ -31,10 +34,15 @@ def test_run_of_another_recipe_without_its_vocabulary(capsys, tmp_path):
     assert "has no vocab.txt: is it a captioning run folder?" in _one_line_error(capsys)
 
 
-def test_default_run_follows_zoo_runs(capsys, tmp_path, monkeypatch):
-    monkeypatch.setenv("ZOO_RUNS", str(tmp_path / "runs"))
-    assert main(["nmt", "--out", str(tmp_path / "ex")]) == 1
-    assert str(tmp_path / "runs" / "nmt" / "latest") in _one_line_error(capsys)
+def test_default_run_follows_zoo_runs(tmp_path):
+    """The runs root is read once, when the process starts (recipes.config.RUNS_ROOT)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "export", "nmt", "--out", str(tmp_path / "ex")], cwd=REPO,
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": REPO, "ZOO_RUNS": str(tmp_path / "runs")},
+    )
+    assert proc.returncode == 1
+    assert str(tmp_path / "runs" / "nmt" / "latest") in proc.stderr.strip().splitlines()[-1]
 
 
 def test_run_without_model(capsys, tmp_path):
