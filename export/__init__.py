@@ -38,6 +38,7 @@ import json
 import os
 
 from export import layout  # no TensorFlow
+from zoo.errors import ExportError  # noqa: F401 - raised here, caught as export.ExportError
 
 # The recipes with an export module, `export/<recipe>.py`.
 EXPORTERS = ("nmt", "captioning")
@@ -45,10 +46,6 @@ DEFAULT_EXPORTS = "exports"
 # cap -> its smallest value: the text caps of `export`, each passed to the modules whose
 # `OPTIONS` name it (only nmt's).
 CAPS = {"max_sentence_bytes": 16, "max_request_sentences": 1}
-
-
-class ExportError(RuntimeError):
-    """The run cannot be exported as asked; the message says why and what to do."""
 
 
 def check_recipe(recipe: str) -> None:
