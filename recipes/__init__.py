@@ -19,6 +19,7 @@ import importlib
 import importlib.util
 import io
 import os
+import textwrap
 import tokenize
 
 from zoo.errors import ConfigError, missing_extra
@@ -173,8 +174,6 @@ def format_value(value) -> str:
 def config_help(module: str, class_name: str | None = None, title: str = "config keys",
                 skip=(), width: int = 100) -> str:
     """The `--help` text listing every field of a config: `key=default  (type)` and its meaning."""
-    import textwrap
-
     out = [f"{title} (key=value words; shown with their defaults):"]
     for key in config_keys(module, class_name):
         if key.name in skip:

@@ -1,11 +1,16 @@
 """Command line: `attention-zoo train|evaluate|compare-attention|tune|translate|caption|export ...`
-(the console command `pip install` makes), or `python -m recipes ...` from a checkout."""
+(the console command `pip install` makes), or `python -m recipes ...` from a checkout.
+
+Its imports wait inside the functions that need them: `--help`, a mistyped word or an unknown
+recipe answer at once, without loading TensorFlow (tests/recipes/test_main.py checks)."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+
+from zoo.errors import describe  # no TensorFlow: `--help` and errors stay instant
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -149,8 +154,6 @@ def main(argv=None, prog: str = "python -m recipes") -> int:
         getattr(args, "texts" if args.command == "translate" else "images").extend(extra)
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    from zoo.errors import describe
-
     if os.environ.get("ZOO_DEBUG"):
         import keras
 
