@@ -150,11 +150,12 @@ def main(argv=None):
 
     results["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     results["wall_seconds"] = round(time.time() - t_start, 1)
-    with open(os.path.join(args.out, "results.json"), "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=2)
+    # Written whole or not at all: a killed bench leaves the previous results in place.
+    recipes_config.write_json(os.path.join(args.out, "results.json"), results)
     markdown = report.markdown(results)
-    with open(os.path.join(args.out, "results.md"), "w", encoding="utf-8") as f:
-        f.write(markdown)
+    from recipes.training import write_text_durable
+
+    write_text_durable(os.path.join(args.out, "results.md"), markdown)
     print(markdown)
     print(f"wrote {args.out}/results.json and results.md in {results['wall_seconds']:.0f} s")
     return 0
