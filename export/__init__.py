@@ -12,13 +12,12 @@ layout, temporary folder then rename) around the module's SavedModel, `layout.wr
 and the module's TFLite files (`export.tflite`: conversion with builtin ops only, files written
 whole). An export module defines:
 
-- `NAME`: the model's name (its folder under the exports root, its TFLite files' stem);
-  `A_RUN`: "an nmt run", for messages.
+- `NAME`: the model's name (its folder under the exports root, its TFLite files' stem).
 - `OPTIONS`: the caps of `export` it takes (`max_sentence_bytes`, ...); others are refused.
 - `run_files(config)`: the files a finished run keeps besides `config.json` and `model.keras`
   (its vocabularies), given the run's config.
-- `load(run_dir)`: the loaded run (model, vocabularies, config); a TypeError when the run is
-  one of another recipe.
+- `load(run_dir)`: the loaded run (model, vocabularies, config), through the recipe's own
+  loader (`recipes.runner.load_run`: a RunError names a run of another recipe).
 - `save_saved_model(loaded, folder, **options)`: writes the SavedModel (and its warmup
   requests) into a version's folder.
 - `write_tflite(loaded, exports_root, quantize, **options)`: writes the TFLite files; returns
@@ -125,7 +124,8 @@ def export(recipe: str, run_dir: str | None = None, exports_root: str = DEFAULT_
     Raises:
         ExportError: unknown recipe, a run folder of another recipe, or a cap that is not
             a whole number in range (or given for a recipe without text input).
-        recipes.training.RunError: no run there, or its training has not finished.
+        zoo.errors.RunError: no run there, its training has not finished, or it is a run of
+            another recipe.
     """
     check_recipe(recipe)
     caps = {k: v for k, v in (("max_sentence_bytes", max_sentence_bytes),
@@ -142,12 +142,7 @@ def export(recipe: str, run_dir: str | None = None, exports_root: str = DEFAULT_
     run_dir = run_dir or default_run(recipe)
     check_run(recipe, run_dir)
     module = exporter(recipe)
-    try:
-        loaded = module.load(run_dir)
-    except TypeError as e:  # config.json has keys the recipe's config does not know
-        raise ExportError(
-            f"{run_dir} is not {module.A_RUN} ({e}); pass {module.A_RUN} with --run"
-        ) from None
+    loaded = module.load(run_dir)
     folder = layout.write_version(exports_root, module.NAME,
                                   lambda tmp: module.save_saved_model(loaded, tmp, **caps))
     config_path = layout.write_models_config(exports_root, base_path)

@@ -1,7 +1,7 @@
 """The captioning export: the SavedModel's signatures (pixels or encoded image files in,
 captions out) and the TFLite model (pixels in, ids and attention maps out).
 
-`export.export("captioning", ...)` uses this module's hooks: `NAME`, `A_RUN`, `OPTIONS` (none:
+`export.export("captioning", ...)` uses this module's hooks: `NAME`, `OPTIONS` (none:
 the text caps are nmt's), `run_files`, `load`, `save_saved_model` and `write_tflite` (see
 `export/__init__.py`).
 
@@ -53,7 +53,6 @@ from recipes.captioning.inference import Captioner
 # -- the exporter's hooks (export/__init__.py) -----------------------------------------------
 
 NAME = "captioning"
-A_RUN = "a captioning run"  # in messages: "<run> is not a captioning run"
 OPTIONS = ()  # no caps: `export.export` refuses the nmt text caps for this recipe
 
 
@@ -63,8 +62,8 @@ def run_files(config: dict) -> tuple[str, ...]:
 
 
 def load(run_dir: str) -> Captioner:
-    """The run's `recipes.captioning.Captioner` (model, vocabulary, config); a TypeError when
-    `config.json` has keys `CaptioningConfig` does not know (a run of another recipe)."""
+    """The run's `recipes.captioning.Captioner` (model, vocabulary, config); a RunError for a
+    run of another recipe."""
     return Captioner.from_run(run_dir)
 
 

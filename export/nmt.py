@@ -1,7 +1,7 @@
 """The nmt export: the SavedModel's signatures (raw strings in, translations out), the TFLite
 model (ids in, ids and attention out) and `TFLiteTranslator`, the host side an app runs around it.
 
-`export.export("nmt", ...)` uses this module's hooks: `NAME`, `A_RUN`, `OPTIONS` (the caps
+`export.export("nmt", ...)` uses this module's hooks: `NAME`, `OPTIONS` (the caps
 below), `run_files`, `load`, `save_saved_model` and `write_tflite` (see `export/__init__.py`).
 
 Files written under an exports root (default `exports/`), beside `export.layout`'s versions:
@@ -128,7 +128,6 @@ from zoo.subwords import SubwordTokenizer
 # -- the exporter's hooks (export/__init__.py) -----------------------------------------------
 
 NAME = "nmt"
-A_RUN = "an nmt run"  # in messages: "<run> is not an nmt run"
 OPTIONS = ("max_sentence_bytes", "max_request_sentences")  # the caps `export.export` passes on
 
 
@@ -141,8 +140,8 @@ def run_files(config: dict) -> tuple[str, ...]:
 
 
 def load(run_dir: str) -> Translator:
-    """The run's `recipes.nmt.inference.Translator` (model, vocabularies, config); a TypeError when
-    `config.json` has keys `NmtConfig` does not know (a run of another recipe)."""
+    """The run's `recipes.nmt.inference.Translator` (model, vocabularies, config); a RunError
+    for a run of another recipe."""
     return Translator.from_run(run_dir)
 
 

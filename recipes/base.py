@@ -42,10 +42,6 @@ class Recipe:
         """The run's folder name under `runs/<name>/` (required)."""
         raise NotImplementedError
 
-    def config_from_json(self, values: dict):
-        """The config saved in a run's `config.json`."""
-        return self.Config(**values)
-
     # -- data ------------------------------------------------------------------------------
 
     def build_data(self, config, vocab_dir: str | None = None):

@@ -163,8 +163,9 @@ def beam_search(
     monotonic in the length and `cp <= 0`, so the bound is the best alive log-probability over
     `lp(max_length)`. That bound is loose when `alpha > 0` and `max_length` is far off (a model
     that continues confidently after its end ran to `max_length`), so it is off by default; the
-    two agree when `alpha == 0`. The loop ends when every sentence has stopped, or at `max_length`;
-    a sentence with fewer than `n_best` finished hypotheses then fills in with alive ones.
+    two agree when `alpha == 0`. A sentence also stops at its `max_length`; the loop ends when every
+    sentence has stopped. A sentence with fewer than `n_best` finished hypotheses fills in with
+    its alive ones as they stood when it stopped.
     With `beam_size=1` and no penalties this returns exactly `greedy_search`'s tokens, attention
     and score.
 

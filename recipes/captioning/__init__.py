@@ -73,9 +73,6 @@ class Captioning(Recipe):
     def run_id(self, config):
         return run_id(config)
 
-    def config_from_json(self, values):
-        return config_from_json(values)
-
     def build_data(self, config, vocab_dir=None):
         data = build_data(config, vocab_dir)
         # Captions as id arrays, once: every epoch's batches are drawn from them.

@@ -5,6 +5,7 @@ its output is docs/results/layers/sigmoid_sharpness.txt.
 """
 import keras
 import numpy as np
+
 from zoo.layers import BahdanauAttention
 
 keras.utils.set_random_seed(0)
@@ -17,7 +18,7 @@ matching = BahdanauAttention(32, score_activation="sigmoid")
 plain.build(query.shape, value.shape)
 matching.build(query.shape, value.shape)
 plain.v.assign(100 * plain.v / np.linalg.norm(plain.v))  # drive the raw scores large
-for source, target in zip(plain.weights, matching.weights):
+for source, target in zip(plain.weights, matching.weights, strict=True):
     target.assign(source)                                 # the same weights in both
 
 for name, layer in [("plain", plain), ("sigmoid", matching)]:
