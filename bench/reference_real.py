@@ -111,22 +111,30 @@ def encode(source_vec, target_vec, pairs):
     return (source, target[:, :-1]), target[:, 1:]
 
 
-def train(model, source_vec, target_vec, pairs, batch_size=64, max_steps=300, max_seconds=None,
-          seed=0):
-    """Trains on length-sorted batches of `pairs` in shuffled order, until `max_steps` steps or
-    `max_seconds`; returns (steps, seconds)."""
+def batch_indices(pairs, batch_size=64, seed=0):
+    """Endless `(epoch, indices)` of length-sorted batches of `pairs`, in a new shuffled order
+    each epoch (the tutorial's bucketing, without a tf.data pipeline)."""
     order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][1]))
     chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     rng = np.random.default_rng(seed)
-    t0, steps = time.time(), 0
-    while steps < max_steps:
+    epoch = 0
+    while True:
         rng.shuffle(chunks)
         for chunk in chunks:
-            x, y = encode(source_vec, target_vec, [pairs[i] for i in chunk])
-            model.train_on_batch(x, y)
-            steps += 1
-            if steps >= max_steps or (max_seconds and time.time() - t0 > max_seconds):
-                return steps, time.time() - t0
+            yield epoch, chunk
+        epoch += 1
+
+
+def train(model, source_vec, target_vec, pairs, batch_size=64, max_steps=300, max_seconds=None,
+          seed=0):
+    """Trains on `batch_indices` until `max_steps` steps or `max_seconds`; returns (steps, seconds)."""
+    t0, steps = time.time(), 0
+    for _, chunk in batch_indices(pairs, batch_size, seed):
+        x, y = encode(source_vec, target_vec, [pairs[i] for i in chunk])
+        model.train_on_batch(x, y)
+        steps += 1
+        if steps >= max_steps or (max_seconds and time.time() - t0 > max_seconds):
+            break
     return steps, time.time() - t0
 
 
