@@ -394,15 +394,25 @@ class NmtGraph:
         """int32 `[B, S]` ids -> dict of tokens `[B, T]`, lengths `[B]`, attention `[B, T, S']`,
         score `[B]`, from greedy (`beam_size == 1`) or beam search; `S'` is 0 without attention."""
         config = self.config
-        source_lengths = tf.reduce_sum(tf.cast(source_ids != 0, tf.int32), 1)
-        return graph.search(
-            self.model.decoding_inputs(source_ids),
-            tf.shape(source_ids)[0],
-            max_decode_length(source_lengths, config.max_target_length),
-            beam_size,
-            config.length_penalty,
-            config.coverage_penalty,
-        )
+
+        def run(ids):
+            source_lengths = tf.reduce_sum(tf.cast(ids != 0, tf.int32), 1)
+            return graph.search(
+                self.model.decoding_inputs(ids),
+                tf.shape(ids)[0],
+                max_decode_length(source_lengths, config.max_target_length),
+                beam_size,
+                config.length_penalty,
+                config.coverage_penalty,
+            )
+
+        if beam_size > 1 or source_ids.shape[0] is not None:
+            return run(source_ids)
+        # A batch of one sentence (a latency-bound request) gets its own loop, traced with a
+        # static batch of 1, where the attention skips the batched matmuls' fixed cost.
+        return tf.cond(tf.shape(source_ids)[0] == 1,
+                       lambda: run(tf.ensure_shape(source_ids, [1, None])),
+                       lambda: run(source_ids))
 
     def translate(self, text, beam_size: int):
         """The signature body: `[B]` strings -> the six outputs in the module docstring."""

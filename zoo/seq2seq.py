@@ -102,16 +102,8 @@ class Seq2Seq(MultiWorkerFitMixin, keras.Model):
         """
         memory, mask, (h, c) = self.encode(source)
         constants = self.decoder.prepare_memory(memory, mask)
-        never = ops.convert_to_tensor(
-            [[-1e9 if i in (0, 2) else 0.0 for i in range(min(3, self.target_vocab_size))]]
-        )
-
-        def step(ids, state, constants):
-            logits, state, weights = self.decoder.step(ids, state, constants)
-            head = ops.cast(logits[:, : never.shape[1]], "float32") + never
-            logits = ops.concatenate([ops.cast(head, logits.dtype), logits[:, never.shape[1]:]], -1)
-            return logits, state, weights
-
+        never = [-1e9 if i in (0, 2) else 0.0 for i in range(self.target_vocab_size)]
+        step = self.decoder.inference_step(logit_bias=ops.convert_to_tensor(never, "float32"))
         return step, self.decoder.initial_state(h, c), constants
 
     def get_config(self):

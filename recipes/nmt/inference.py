@@ -130,15 +130,18 @@ class Translator:
         that a sentence translates the same alone and in any batch."""
         return np.minimum(2 * np.asarray(source_length) + 10, self.config.max_target_length + 1)
 
-    def _decoder(self, beam: int, n_best: int, length_penalty: float, coverage_penalty: float):
-        key = (beam, n_best, length_penalty, coverage_penalty)
+    def _decoder(self, beam: int, n_best: int, length_penalty: float, coverage_penalty: float,
+                 batch: int | None = None):
+        """The search as a `tf.function` for these settings; `batch=1` traces it for a static
+        batch of one sentence (as the SavedModel's greedy signature does for such a request)."""
+        key = (beam, n_best, length_penalty, coverage_penalty, batch)
         if key not in self._decoders:
             model = self.model
 
             @tf.function(
                 input_signature=[
-                    tf.TensorSpec((None, None), tf.int32),
-                    tf.TensorSpec((None,), tf.int32),
+                    tf.TensorSpec((batch, None), tf.int32),
+                    tf.TensorSpec((batch,), tf.int32),
                 ]
             )
             def run(source, max_length):
@@ -176,7 +179,8 @@ class Translator:
                     "lengths": np.zeros((0, n_best), np.int32),
                     "attention": np.zeros((0, n_best, 0, width), np.float32),
                     "score": np.zeros((0, n_best), np.float32)}
-        run = self._decoder(int(beam), int(n_best), float(lp), float(cp))
+        run = self._decoder(int(beam), int(n_best), float(lp), float(cp),
+                            1 if len(source) == 1 and int(beam) == 1 else None)
         out = run(tf.constant(source, tf.int32),
                   tf.constant(self.max_decode_length(lengths), tf.int32))
         return {k: v.numpy() for k, v in out.items()}

@@ -149,6 +149,10 @@ class BaseAttention(keras.layers.Layer):
         if training and self.dropout > 0:
             dropped = keras.random.dropout(weights, self.dropout, seed=self.seed_generator)
         dropped = ops.cast(dropped, self.compute_dtype)
+        if one_step and value.shape[0] == 1:
+            # One sentence (a static batch of 1, as a TFLite model or a batch-1 request decodes):
+            # a multiply and a sum, where a batched matmul's fixed cost is most of a step's time.
+            return ops.sum(ops.expand_dims(dropped, -1) * value, axis=1), weights
         if one_step:
             return ops.squeeze(ops.matmul(ops.expand_dims(dropped, 1), value), 1), weights
         return ops.matmul(dropped, value), weights

@@ -145,6 +145,45 @@ def test_teacher_forced_call_equals_its_steps(attention, input_feeding, context_
     assert not np.allclose(logits[:, 1:], logits[:, :1], atol=1e-3)
 
 
+@pytest.mark.parametrize(("attention", "input_feeding", "context_gate"), VARIANTS, ids=VARIANT_IDS)
+def test_inference_step_equals_step_with_its_logit_bias(attention, input_feeding, context_gate):
+    target_in, memory, state = data()
+    decoder = make(attention, input_feeding=input_feeding, context_gate=context_gate)
+    bias = np.zeros(VOCAB, "float32")
+    bias[[0, 2]] = -1e9
+    fast = decoder.inference_step(logit_bias=bias)
+    constants = decoder.prepare_memory(memory, MASK)
+    slow_state = fast_state = decoder.initial_state(*state)
+    for t in range(T):
+        slow, slow_state, slow_w = decoder.step(target_in[:, t], slow_state, constants)
+        logits, fast_state, weights = fast(target_in[:, t], fast_state, constants)
+        np.testing.assert_allclose(numpy(logits)[:, 3:], numpy(slow)[:, 3:], atol=1e-5)
+        np.testing.assert_array_equal(numpy(logits)[:, [0, 2]] < -1e8, True)
+        np.testing.assert_allclose(numpy(weights), numpy(slow_w), atol=1e-6)
+        np.testing.assert_allclose(numpy(fast_state[2]), numpy(slow_state[2]), atol=1e-5)
+
+
+@pytest.mark.parametrize("attention", [a for a in ATTENTION_TYPES if a != "none"])
+def test_one_sentence_steps_equal_the_same_sentence_in_a_batch(attention):
+    """A static batch of one takes the attention's multiply-and-sum path (no batched matmul):
+    the same numbers as the batched path."""
+    target_in, memory, state = data(depth=UNITS)  # luong_dot needs the memory as deep as units
+    decoder = make(attention, depth=UNITS)
+    step = decoder.inference_step()
+    batched = decoder.prepare_memory(tf.constant(memory), tf.constant(MASK))
+    batched_state = decoder.initial_state(*(tf.constant(s) for s in state))
+    for row in range(B):
+        alone = decoder.prepare_memory(tf.constant(memory[row : row + 1]), tf.constant(MASK[row : row + 1]))
+        assert alone[0].shape[0] == 1  # static: the one-sentence path
+        alone_state = decoder.initial_state(*(tf.constant(s[row : row + 1]) for s in state))
+        full_state = batched_state
+        for t in range(T):
+            logits, alone_state, weights = step(target_in[row : row + 1, t], alone_state, alone)
+            full, full_state, full_w = step(target_in[:, t], full_state, batched)
+            np.testing.assert_allclose(numpy(logits)[0], numpy(full)[row], atol=1e-5)
+            np.testing.assert_allclose(numpy(weights)[0], numpy(full_w)[row], atol=1e-6)
+
+
 def test_greedy_search_decodes_what_the_teacher_forced_call_scores():
     target_in, memory, state = data()
     decoder = make("bahdanau", input_feeding=True, context_gate=True)
@@ -353,6 +392,13 @@ def test_mixed_float16_builds_runs_and_is_finite(mixed_float16, attention, input
     assert step_logits.dtype == "float32" and np.isfinite(step_logits).all()
     np.testing.assert_allclose(step_logits, logits, atol=2e-2)
     np.testing.assert_allclose(step_weights, weights, atol=2e-2)
+    fast = decoder.inference_step()
+    constants = decoder.prepare_memory(half(memory), MASK)
+    fast_state = decoder.initial_state(half(state[0]), half(state[1]))
+    for t in range(T):
+        fast_logits, fast_state, _ = fast(target_in[:, t], fast_state, constants)
+        assert fast_logits.dtype == "float32"
+        np.testing.assert_allclose(numpy(fast_logits), step_logits[:, t], atol=2e-2)
 
 
 # -- dropout -------------------------------------------------------------------------------------
