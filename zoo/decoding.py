@@ -53,7 +53,10 @@ def greedy_search(step_fn, initial_state, constants, start_ids, end_id, max_leng
     """Decodes by taking the most probable token at every step.
 
     Decoding stops as soon as every sentence has emitted `end_id`, or after `max_length`
-    steps. Ties between tokens go to the lowest id.
+    steps. Ties between tokens go to the lowest id. In a batch of more than one sentence, those
+    that have finished leave the step's batch (it is compacted whenever a quarter of its rows
+    have finished), so a batch costs about its sentences' total length, not its longest times
+    its size.
 
     Args:
         step_fn: callable `(ids, state, constants) -> (logits, new_state, attention)`, see the
@@ -89,6 +92,8 @@ def greedy_search(step_fn, initial_state, constants, start_ids, end_id, max_leng
     end_id = tf.cast(end_id, tf.int32)
     batch_size = tf.shape(start_ids)[0]
     limits = _limits(max_length, batch_size)
+    if start_ids.shape[0] != 1:
+        return _greedy_compacting(step_fn, initial_state, constants, start_ids, end_id, limits)
 
     def cond(t, ids, state, finished, lengths, score, tokens, attention):
         return tf.logical_not(tf.reduce_all(finished))
@@ -125,6 +130,71 @@ def greedy_search(step_fn, initial_state, constants, start_ids, end_id, max_leng
     _, _, _, _, lengths, score, tokens, attention = tf.while_loop(
         cond, body, loop_vars, shape_invariants=invariants
     )
+    return {"tokens": tokens, "lengths": lengths, "attention": attention, "score": score}
+
+
+def _greedy_compacting(step_fn, initial_state, constants, start_ids, end_id, limits):
+    """`greedy_search` for a batch that may hold more than one sentence: a sentence that has
+    finished stops costing anything. Its row stays in the step's batch until a quarter of the
+    rows have finished, then the batch is compacted (state and constants gathered to the rows
+    still decoding), so the step's matmuls shrink as sentences end: a batch runs as many steps
+    as its longest output, most of its rows far fewer. The outputs are the same as
+    decoding every row to the end."""
+    batch_size = tf.shape(start_ids)[0]
+
+    def cond(t, rows, ids, state, consts, limits, finished, lengths, score, tokens, attention):
+        return tf.logical_not(tf.reduce_all(finished))
+
+    def body(t, rows, ids, state, consts, limits, finished, lengths, score, tokens, attention):
+        logits, state, step_attention = step_fn(ids, state, consts)
+        log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32))
+        token_log_prob, ids = tf.math.top_k(log_probs, k=1)  # ties: lowest id, as greedy_search
+        ids = tf.where(finished, 0, ids[:, 0])
+        step_attention = tf.where(finished[:, None], 0.0, tf.cast(step_attention, tf.float32))
+        at = rows[:, None]  # each row's place in the caller's batch
+        score = tf.tensor_scatter_nd_add(score, at, tf.where(finished, 0.0, token_log_prob[:, 0]))
+        lengths = tf.tensor_scatter_nd_add(
+            lengths, at, tf.cast(tf.logical_not(finished) & (ids != end_id), tf.int32))
+        tokens = tf.concat([tokens, tf.scatter_nd(at, ids, [batch_size])[:, None]], axis=1)
+        width = tf.shape(step_attention)[1]
+        attention = tf.concat([
+            _with_depth(attention, step_attention),
+            tf.scatter_nd(at, step_attention, tf.stack([batch_size, width]))[:, None],
+        ], axis=1)
+        finished |= (ids == end_id) | (t + 1 >= limits)
+        alive = tf.logical_not(finished)
+
+        def compact():
+            keep = tf.where(alive)[:, 0]
+            take = lambda x: tf.gather(x, keep)  # noqa: E731
+            return (take(rows), take(ids), tf.nest.map_structure(take, state),
+                    tf.nest.map_structure(take, consts), take(limits), take(finished))
+
+        def same():
+            return rows, ids, state, consts, limits, finished
+
+        worth = 4 * tf.reduce_sum(tf.cast(alive, tf.int32)) <= 3 * tf.shape(rows)[0]
+        rows, ids, state, consts, limits, finished = tf.cond(worth, compact, same)
+        return t + 1, rows, ids, state, consts, limits, finished, lengths, score, tokens, attention
+
+    loop_vars = (
+        tf.constant(0),
+        tf.range(batch_size),
+        start_ids,
+        initial_state,
+        constants,
+        limits,
+        limits <= 0,  # a sentence with no steps to run is finished before the first
+        tf.zeros([batch_size], tf.int32),
+        tf.zeros([batch_size], tf.float32),
+        tf.zeros([batch_size, 0], tf.int32),
+        tf.zeros([batch_size, 0, 0], tf.float32),
+    )
+    invariants = tf.nest.map_structure(_any_shape, loop_vars)
+    invariants = (invariants[:3] + (_state_shapes(initial_state), _state_shapes(constants))
+                  + invariants[5:])
+    out = tf.while_loop(cond, body, loop_vars, shape_invariants=invariants)
+    lengths, score, tokens, attention = out[-4:]
     return {"tokens": tokens, "lengths": lengths, "attention": attention, "score": score}
 
 
