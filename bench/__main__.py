@@ -2,6 +2,8 @@
 results.md, scaling.png; with --data (a folder of train/valid/test.tsv, e.g. data/bible-en-fr from
 `make data CORPUS=bible-en-fr`) also item 5, real text against a Keras tutorial-style reference
 (bench/real_text.py; --run: a trained run of configs/nmt-real-text.json, default runs/nmt/latest).
+`--only time_to_quality --data DIR` trains both systems from scratch (about an hour;
+bench/time_to_quality.py).
 
 The nmt model for inference and scaling is `runs/nmt/latest` when it exists; otherwise a small
 run trained under bench/tmp (train_size=4000, epochs=2: quality does not matter for speed),
@@ -53,7 +55,7 @@ def main(argv=None):
     p.add_argument("--out", default=HERE, help="where results.json/.md and scaling.png go")
     p.add_argument("--only", nargs="*", default=None,
                    help="subset of: layers training inference scaling profile step_precision "
-                        "real_text")
+                        "real_text time_to_quality (an hour, so only when named; needs --data)")
     p.add_argument("--data", default=None,
                    help="real_text: folder with train.tsv, valid.tsv, test.tsv (make data "
                         "CORPUS=bible-en-fr builds data/bible-en-fr)")
@@ -65,6 +67,9 @@ def main(argv=None):
     # step_precision times real-text-sized models (a minute): a figure, never a smoke pass.
     want = set(args.only or ["layers", "training", "profile", "inference", "scaling"]
                + ([] if q else ["step_precision"]) + (["real_text"] if args.data else []))
+    if "time_to_quality" in want and not (args.data and os.path.isdir(args.data)):
+        p.error(f"time_to_quality needs --data DIR, a folder with train.tsv and valid.tsv "
+                f"(got {args.data!r}; make data CORPUS=bible-en-fr builds data/bible-en-fr)")
     if "real_text" in want:
         if not args.data or not os.path.isdir(args.data):
             p.error(f"real_text needs --data DIR, a folder with train.tsv, valid.tsv and test.tsv "
@@ -147,6 +152,12 @@ def main(argv=None):
         from bench import real_text
 
         results["real_text"] = real_text.run(args.data, os.path.realpath(args.run), q, args.out)
+
+    if "time_to_quality" in want:
+        print("== 7. time to quality on real text, ours against the reference", flush=True)
+        from bench import time_to_quality
+
+        results["time_to_quality"] = time_to_quality.main_item(args.data, q, args.out)
 
     results["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     results["wall_seconds"] = round(time.time() - t_start, 1)

@@ -30,6 +30,10 @@ import time
 import unicodedata
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_CONFIG = os.path.join(os.path.dirname(HERE), "configs", "nmt-real-text.json")
+# Defaults: each system's training budget, seconds between scorings, the reference's patience
+# (scorings without a new best), validation sentences scored, seconds of a training slice.
+BUDGET, EVERY, PATIENCE, VALID, SLICE = 2400.0, 150.0, 4, 500, 60.0
 TARGET = 0.5  # ours' time to the reference's final BLEU, at most this fraction of its own
 
 
@@ -245,8 +249,8 @@ def plot(r, path):
     plt.close(fig)
 
 
-def run(data_dir, config_path, budget, every, patience, valid_n, out, slice_seconds=60.0,
-        tiny=False):
+def run(data_dir, config_path=DEFAULT_CONFIG, budget=BUDGET, every=EVERY, patience=PATIENCE,
+        valid_n=VALID, out=HERE, slice_seconds=SLICE, tiny=False):
     import keras
     import tensorflow as tf
 
@@ -280,27 +284,37 @@ def run(data_dir, config_path, budget, every, patience, valid_n, out, slice_seco
 
 
 def write(results, out):
-    from recipes.config import commit_file, write_json
+    from recipes.config import write_json
+    from recipes.training import write_text_durable
 
     os.makedirs(out, exist_ok=True)
     write_json(os.path.join(out, "results-time-to-quality.json"), results)
-    tmp = os.path.join(out, ".results-time-to-quality.md.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(markdown(results))
-    commit_file(tmp, os.path.join(out, "results-time-to-quality.md"))
+    write_text_durable(os.path.join(out, "results-time-to-quality.md"), markdown(results))
     plot(results, os.path.join(out, "results-time-to-quality.png"))
+
+
+def main_item(data_dir, quick, out):
+    """`python -m bench --only time_to_quality`: the defaults, or a toy smoke pass when quick."""
+    if quick:
+        return run(data_dir, budget=12, every=6, patience=2, valid_n=20, out=out, slice_seconds=4,
+                   tiny=True)["summary"]
+    return run(data_dir, out=out)["summary"]
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m bench.time_to_quality", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="folder with train.tsv and valid.tsv")
-    p.add_argument("--config", default=os.path.join(os.path.dirname(HERE), "configs", "nmt-real-text.json"))
-    p.add_argument("--budget", type=float, default=2400.0, help="training seconds, each system at most")
-    p.add_argument("--every", type=float, default=150.0, help="seconds of training between scorings")
-    p.add_argument("--patience", type=int, default=4, help="the reference stops after this many scorings without a new best")
-    p.add_argument("--valid", type=int, default=500, help="validation sentences scored")
-    p.add_argument("--slice", type=float, default=60.0, help="seconds each system trains before the other's turn")
+    p.add_argument("--config", default=DEFAULT_CONFIG)
+    p.add_argument("--budget", type=float, default=BUDGET,
+                   help="training seconds, each system at most")
+    p.add_argument("--every", type=float, default=EVERY,
+                   help="seconds of training between scorings")
+    p.add_argument("--patience", type=int, default=PATIENCE,
+                   help="the reference stops after this many scorings without a new best")
+    p.add_argument("--valid", type=int, default=VALID, help="validation sentences scored")
+    p.add_argument("--slice", type=float, default=SLICE,
+                   help="seconds each system trains before the other's turn")
     p.add_argument("--out", default=HERE)
     p.add_argument("--tiny", action="store_true", help="toy model sizes: a smoke pass, not figures")
     args = p.parse_args(argv)
