@@ -296,7 +296,7 @@ def write(results, out):
 def main_item(data_dir, quick, out):
     """`python -m bench --only time_to_quality`: the defaults, or a toy smoke pass when quick."""
     if quick:
-        return run(data_dir, budget=12, every=6, patience=2, valid_n=20, out=out, slice_seconds=4,
+        return run(data_dir, budget=6, every=3, patience=1, valid_n=10, out=out, slice_seconds=2,
                    tiny=True)["summary"]
     return run(data_dir, out=out)["summary"]
 

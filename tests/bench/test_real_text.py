@@ -99,3 +99,37 @@ def test_bench_main_asks_for_the_corpus_folder_of_the_real_text_item(tmp_path, c
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "real_text needs --data DIR" in err and "make data CORPUS=bible-en-fr" in err
+
+
+def test_time_to_quality_quick_pass_scores_both_systems_and_writes_its_files(tmp_path):
+    from bench import time_to_quality
+
+    summary = time_to_quality.main_item(SAMPLE, True, str(tmp_path))
+    results = json.loads((tmp_path / "results-time-to-quality.json").read_text())
+    assert results["summary"] == summary
+    for name in ("ours", "reference"):
+        curve = results["curves"][name]
+        assert curve and all(_number(p["bleu"]) and p["seconds"] > 0 for p in curve)
+        assert [p["seconds"] for p in curve] == sorted(p["seconds"] for p in curve)
+    assert summary["reference_final_bleu"] == max(p["bleu"] for p in results["curves"]["reference"])
+    assert summary["target"] == "<= 0.5x" and isinstance(summary["met"], bool)
+    table = (tmp_path / "results-time-to-quality.md").read_text()
+    assert "time to the reference's final validation BLEU" in table
+    assert (tmp_path / "results-time-to-quality.png").stat().st_size > 0
+
+
+def test_lenient_bleu_ignores_case_accents_and_spacing_only():
+    from bench.time_to_quality import lenient, lenient_bleu
+
+    assert lenient("Éternel,  dit-il!") == "eternel , ditil !"
+    hypothesis = "Et L'Éternel parla à Moïse, et dit:"
+    assert lenient_bleu([hypothesis], ["et l'eternel parla a moise , et dit :"]) == pytest.approx(100.0)
+    assert lenient_bleu(["Moïse parla, et dit:"], [hypothesis]) < 50.0
+
+
+def test_time_to_quality_needs_the_corpus_folder(tmp_path, capsys):
+    from bench import time_to_quality
+
+    with pytest.raises(SystemExit) as exit_:
+        time_to_quality.main(["--data", str(tmp_path)])
+    assert "has no train.tsv" in str(exit_.value) and "make data" in str(exit_.value)
