@@ -335,14 +335,25 @@ def beam_search(
         attention = tf.concat(
             [_with_depth(alive["attention"], step_attention), step_attention[:, :, None]], axis=2
         )
-        coverage = _coverage_penalty(tf.reduce_sum(attention, axis=2), coverage_penalty)
         # Every expansion has t + 1 tokens, end included: one lp for all of them.
         log_prob = alive["log_prob"][:, :, None] + log_probs
-        score = log_prob / _length_penalty(t + 1, length_penalty) + coverage[:, :, None]
-        is_end = tf.equal(tf.range(vocab_size), end_id)
+        penalty = _length_penalty(t + 1, length_penalty)
+
+        # One top-k over every expansion serves both pools: the ends among them are at most
+        # beam_size (one per alive hypothesis), so the best 2 * beam_size expansions hold the
+        # beam_size best that do not end. In order of score, ties to the lowest index.
+        width = logits.shape[-1]
+        candidates = 2 * beam_size if width is None else min(2 * beam_size, beam_size * width)
+        if coverage_penalty:
+            coverage = _coverage_penalty(tf.reduce_sum(attention, axis=2), coverage_penalty)
+            score = log_prob / penalty + coverage[:, :, None]
+            cand_score, cand_index = tf.math.top_k(tf.reshape(score, [batch_size, -1]), candidates)
+        else:  # the score is the log-probability over one lp: rank those, score the candidates
+            cand_score, cand_index = tf.math.top_k(tf.reshape(log_prob, [batch_size, -1]), candidates)
+            cand_score = cand_score / penalty
 
         # The beam_size best expansions; those that end join the finished pool.
-        top_score, top_index = tf.math.top_k(tf.reshape(score, [batch_size, -1]), beam_size)
+        top_score, top_index = cand_score[:, :beam_size], cand_index[:, :beam_size]
         _, token, new = extend(top_index, vocab_size, log_prob, attention, alive)
         ended = tf.logical_and(token == end_id, tf.logical_not(done)[:, None])
         new["score"] = tf.where(ended, top_score, neg_inf)
@@ -357,14 +368,13 @@ def beam_search(
         _, keep = tf.math.top_k(pool["score"], n_best)
         finished = {key: tf.gather(value, keep, batch_dims=1) for key, value in pool.items()}
 
-        # The beam_size best expansions that do not end stay alive. Ends are masked in the
-        # log-probs too: with beam_size >= V one can still be picked, and must stay dead.
-        alive_score, alive_index = tf.math.top_k(
-            tf.reshape(tf.where(is_end, neg_inf, score), [batch_size, -1]), beam_size
-        )
-        parent, token, new_alive = extend(
-            alive_index, vocab_size, tf.where(is_end, neg_inf, log_prob), attention, alive
-        )
+        # The beam_size best expansions that do not end stay alive. An end picked here (with
+        # beam_size >= V there are not enough others) gets -inf and stays dead.
+        cand_end = tf.equal(cand_index % vocab_size, end_id)
+        alive_score, pick = tf.math.top_k(tf.where(cand_end, neg_inf, cand_score), beam_size)
+        alive_index = tf.gather(cand_index, pick, batch_dims=1)
+        parent, token, new_alive = extend(alive_index, vocab_size, log_prob, attention, alive)
+        new_alive["log_prob"] = tf.where(token == end_id, neg_inf, new_alive["log_prob"])
         rows = tf.reshape(parent + beam_size * tf.range(batch_size)[:, None], [-1])
         new_alive["state"] = tf.nest.map_structure(lambda s: tf.gather(s, rows), state)
         new_alive["ids"] = token
