@@ -156,10 +156,9 @@ def _greedy_compacting(step_fn, initial_state, constants, start_ids, end_id, lim
         lengths = tf.tensor_scatter_nd_add(
             lengths, at, tf.cast(tf.logical_not(finished) & (ids != end_id), tf.int32))
         tokens = tf.concat([tokens, tf.scatter_nd(at, ids, [batch_size])[:, None]], axis=1)
-        width = tf.shape(step_attention)[1]
         attention = tf.concat([
             _with_depth(attention, step_attention),
-            tf.scatter_nd(at, step_attention, tf.stack([batch_size, width]))[:, None],
+            _scatter_rows(at, step_attention, batch_size)[:, None],
         ], axis=1)
         finished |= (ids == end_id) | (t + 1 >= limits)
         alive = tf.logical_not(finished)
@@ -235,7 +234,9 @@ def beam_search(
     that continues confidently after its end ran to `max_length`), so it is off by default; the
     two agree when `alpha == 0`. A sentence also stops at its `max_length`; the loop ends when every
     sentence has stopped. A sentence with fewer than `n_best` finished hypotheses fills in with
-    its alive ones as they stood when it stopped.
+    its alive ones as they stood when it stopped. In a batch of more than one sentence, stopped
+    sentences leave the step's batch (once a quarter of those still in it have stopped), their
+    n-best lists kept aside, so a batch costs about its sentences' own numbers of steps.
     With `beam_size=1` and no penalties this returns exactly `greedy_search`'s tokens, attention
     and score.
 
@@ -307,7 +308,7 @@ def beam_search(
     def extend(flat_index, vocab_size, log_prob, attention, alive):
         """The expansions picked by `flat_index` `(batch_size, k)` into `beam_size * V`."""
         parent, token = flat_index // vocab_size, flat_index % vocab_size
-        log_prob = tf.reshape(log_prob, [batch_size, -1])
+        log_prob = tf.reshape(log_prob, [tf.shape(flat_index)[0], -1])
         return (
             parent,
             token,
@@ -320,10 +321,11 @@ def beam_search(
             },
         )
 
-    def cond(t, done, alive, finished, cut):
+    def cond(t, done, alive, finished, cut, rows, limits, constants, store):
         return tf.logical_not(tf.reduce_all(done))
 
-    def body(t, done, alive, finished, cut):
+    def body(t, done, alive, finished, cut, rows, limits, constants, store):
+        batch_size = tf.shape(done)[0]  # the sentences still in the loop
         logits, state, step_attention = step_fn(
             tf.reshape(alive["ids"], [-1]), alive["state"], constants
         )
@@ -375,8 +377,8 @@ def beam_search(
         alive_index = tf.gather(cand_index, pick, batch_dims=1)
         parent, token, new_alive = extend(alive_index, vocab_size, log_prob, attention, alive)
         new_alive["log_prob"] = tf.where(token == end_id, neg_inf, new_alive["log_prob"])
-        rows = tf.reshape(parent + beam_size * tf.range(batch_size)[:, None], [-1])
-        new_alive["state"] = tf.nest.map_structure(lambda s: tf.gather(s, rows), state)
+        parent_rows = tf.reshape(parent + beam_size * tf.range(batch_size)[:, None], [-1])
+        new_alive["state"] = tf.nest.map_structure(lambda s: tf.gather(s, parent_rows), state)
         new_alive["ids"] = token
         new_alive["score"] = alive_score
 
@@ -401,7 +403,11 @@ def beam_search(
         }
         cut = {key: tf.where(tf.reshape(stops, [batch_size, 1] + [1] * (value.shape.rank - 2)),
                              snapshot[key], value) for key, value in cut.items()}
-        return t + 1, now_done, new_alive, finished, cut
+        loop = (now_done, new_alive, finished, cut, rows, limits, constants, store)
+        if compact:  # once a quarter of the sentences have stopped, they leave the loop
+            worth = 4 * tf.reduce_sum(tf.cast(tf.logical_not(now_done), tf.int32)) <= 3 * batch_size
+            loop = tf.cond(worth, lambda: _leave(loop, beam_size), lambda: loop)
+        return (t + 1, *loop)
 
     first = tf.concat([tf.zeros([1]), tf.fill([beam_size - 1], neg_inf)], axis=0)
     # Only the first copy of each sentence is alive at the start, so the beam does not fill
@@ -430,10 +436,20 @@ def beam_search(
         "lengths": tf.zeros([batch_size, beam_size], tf.int32),
     }
     # A sentence with a limit of 0 (or less) decodes nothing: it is done before the first step.
-    loop_vars = (tf.constant(0), limits <= 0, alive, finished, cut)
+    # `store`: the finished and cut hypotheses of the sentences that have left the loop, at
+    # their places in the caller's batch.
+    compact = start_ids.shape[0] != 1
+    store = {"finished": finished, "cut": cut}
+    loop_vars = (tf.constant(0), limits <= 0, alive, finished, cut, tf.range(batch_size), limits,
+                 constants, store)
     invariants = tf.nest.map_structure(_any_shape, loop_vars)
     invariants[2]["state"] = _state_shapes(alive["state"])
-    _, _, _, finished, alive = tf.while_loop(cond, body, loop_vars, shape_invariants=invariants)
+    invariants = invariants[:7] + (_state_shapes(constants), invariants[8])
+    out = tf.while_loop(cond, body, loop_vars, shape_invariants=invariants)
+    _, done, _, finished, alive, rows, _, _, store = out
+    if compact:  # every sentence has stopped: the last ones join the store
+        store = _leave(out[1:], beam_size)[-1]
+        finished, alive = store["finished"], store["cut"]
 
     # Finished hypotheses first, then alive ones (cut where the sentence stopped), then empty
     # finished slots; top_k keeps the order within each group, which is already best first.
@@ -449,6 +465,51 @@ def beam_search(
         key: tf.gather(tf.concat([finished[key], alive[key]], axis=1), pick, batch_dims=1)
         for key in ("tokens", "lengths", "attention", "score", "log_prob")
     }
+
+
+def _leave(loop, beam_size):
+    """Beam search's loop state without its stopped sentences, whose finished and cut
+    hypotheses go to the store (padded to the current length) at their batch positions."""
+    done, alive, finished, cut, rows, limits, constants, store = loop
+    stay = tf.where(tf.logical_not(done))[:, 0]
+    gone = tf.where(done)[:, 0]
+    at = tf.gather(rows, gone)[:, None]
+
+    def put(kept, new):
+        steps = tf.shape(new["tokens"])[2]
+        kept = dict(kept)
+        for key in ("tokens", "attention"):
+            value = kept[key]
+            if key == "attention":
+                value = _with_depth(value, new["attention"][:, 0, 0])
+            grow = steps - tf.shape(value)[2]
+            pads = [[0, 0], [0, 0], [0, grow]] + [[0, 0]] * (value.shape.rank - 3)
+            kept[key] = tf.pad(value, pads)
+        return {key: _update_rows(kept[key], at, tf.gather(new[key], gone)) for key in kept}
+
+    store = {"finished": put(store["finished"], finished), "cut": put(store["cut"], cut)}
+    # A sentence's beam rows are `beam_size` consecutive rows of the flattened state.
+    beams = tf.reshape(stay[:, None] * beam_size + tf.range(beam_size, dtype=stay.dtype)[None], [-1])
+    by_sentence = lambda nest: tf.nest.map_structure(lambda x: tf.gather(x, stay), nest)  # noqa: E731
+    by_row = lambda nest: tf.nest.map_structure(lambda x: tf.gather(x, beams), nest)  # noqa: E731
+    alive = {**by_sentence({k: v for k, v in alive.items() if k != "state"}),
+             "state": by_row(alive["state"])}
+    return (tf.gather(done, stay), alive, by_sentence(finished), by_sentence(cut),
+            tf.gather(rows, stay), tf.gather(limits, stay), by_row(constants), store)
+
+
+def _update_rows(into, at, rows):
+    """`into` with `rows` written at its batch positions `at` `(n, 1)`. The last axis gets a
+    spare column while writing: TensorFlow rejects a scatter into an empty tensor, which an
+    attention of depth 0 (a model without attention) is."""
+    spare = [[0, 0]] * (rows.shape.rank - 1) + [[0, 1]]
+    return tf.tensor_scatter_nd_update(tf.pad(into, spare), at, tf.pad(rows, spare))[..., :-1]
+
+
+def _scatter_rows(at, rows, batch_size):
+    """Zeros of `batch_size` rows shaped like `rows`, with `rows` written at positions `at`."""
+    shape = tf.concat([[batch_size], tf.shape(rows)[1:]], axis=0)
+    return _update_rows(tf.zeros(shape, rows.dtype), at, rows)
 
 
 def _limits(max_length, batch_size):

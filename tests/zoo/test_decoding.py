@@ -407,3 +407,57 @@ def test_greedy_stops_computing_finished_sentences():
         np.testing.assert_allclose(out["attention"][b, :n], alone["attention"][0], atol=1e-6)
         np.testing.assert_allclose(out["score"][b], alone["score"][0], rtol=1e-6)
         assert int(out["lengths"][b]) == int(alone["lengths"][0])
+
+
+def test_beam_search_stops_computing_stopped_sentences():
+    """Sentences that have stopped leave the beam's step batch, their n-best lists kept at
+    their places: eight sentences with limits 1 to 8 cost fewer step rows than 8 x 8 x beam, and
+    each decodes (n-best tokens, attention, scores, lengths) as it would alone."""
+    seen = []
+
+    def step_fn(ids, state, constants):
+        seen.append(int(ids.shape[0]))
+        # Scores that depend on the step (the state counts steps): no two orders of the same
+        # tokens tie, so the n-best order is the same in any batch.
+        logits = tf.one_hot(ids % 2 + 3, 6) * 1.5 + constants[:, :6] * (1.0 + 0.37 * state[:, :1])
+        return logits, state + 1.0, tf.nn.softmax(constants[:, :4] * state[:, :1])
+
+    rng = np.random.default_rng(1)
+    constants = tf.constant(rng.normal(size=(8, 6)), tf.float32)
+    state = tf.constant(rng.normal(size=(8, 2)), tf.float32)
+    limits = tf.constant([8, 1, 7, 2, 6, 3, 5, 4], tf.int32)
+    start = tf.constant([0, 1, 2, 0, 1, 2, 0, 1], tf.int32)
+    kwargs = dict(end_id=5, beam_size=3, n_best=2, length_penalty=0.6)
+    out = beam_search(step_fn, state, constants, start, max_length=limits, **kwargs)
+    assert seen[0] == 8 * 3 and seen[-1] < 8 * 3 and sum(seen) < 8 * 8 * 3
+    for b in range(8):
+        alone = beam_search(step_fn, state[b : b + 1], constants[b : b + 1], start[b : b + 1],
+                            max_length=limits[b : b + 1], **kwargs)
+        n = alone["tokens"].shape[-1]
+        assert not np.any(out["tokens"][b, :, n:]) and not np.any(out["attention"][b, :, n:])
+        np.testing.assert_array_equal(out["tokens"][b, :, :n], alone["tokens"][0])
+        np.testing.assert_array_equal(out["lengths"][b], alone["lengths"][0])
+        np.testing.assert_allclose(out["attention"][b, :, :n], alone["attention"][0], atol=1e-6)
+        np.testing.assert_allclose(out["score"][b], alone["score"][0], rtol=1e-5)
+        np.testing.assert_allclose(out["log_prob"][b], alone["log_prob"][0], rtol=1e-5)
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_a_batch_without_attention_decodes_as_each_sentence_alone(beam):
+    """Depth-0 attention (a model without attention) through the batch compaction, which
+    writes rows into an empty tensor."""
+    model = PrefixModel(4, depth=5, source_length=0, seed=3)
+    starts, limits = [0, 1, 2], [2, 4, 3]
+    mask = [[]] * 3
+
+    def search(s, m, n):
+        n = tf.constant(n, tf.int32)
+        return model.greedy(s, m, n) if beam == 1 else model.beam(s, m, n, beam_size=beam)
+
+    batch = search(starts, mask, limits)
+    assert batch["attention"].shape[-1] == 0
+    for b in range(3):
+        alone = search(starts[b : b + 1], mask[b : b + 1], limits[b : b + 1])
+        n = alone["tokens"].shape[-1]
+        np.testing.assert_array_equal(batch["tokens"][b, ..., :n], alone["tokens"][0])
+        np.testing.assert_allclose(batch["score"][b], alone["score"][0], rtol=1e-5)
