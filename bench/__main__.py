@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 
+from bench import export_stamp
 from recipes import config as recipes_config
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -41,7 +42,7 @@ def prepare_model():
             _run(["-m", "recipes", "train", "nmt", *BENCH_RUN], env={"ZOO_RUNS": os.path.join(TMP, "runs")})
     exports = os.path.join(TMP, "exports")
     stamp = os.path.join(exports, "exported-from.txt")
-    stamp_text = f"{run_dir} {os.path.getmtime(os.path.join(run_dir, 'model.keras'))}"
+    stamp_text = export_stamp(run_dir)
     if not (os.path.exists(stamp) and open(stamp, encoding="utf-8").read() == stamp_text):
         _run(["-m", "export", "nmt", "--run", run_dir, "--out", exports])
         with open(stamp, "w", encoding="utf-8") as f:

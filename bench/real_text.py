@@ -27,6 +27,8 @@ import tempfile
 import time
 import warnings
 
+from bench import export_stamp
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 TMP = os.path.join(HERE, "tmp")
 
@@ -95,7 +97,7 @@ def _size(path):
 def export_run(run_dir, out):
     """Exports `run_dir` (SavedModel, TFLite float and int8) into `out` unless done already."""
     stamp = os.path.join(out, "exported-from.txt")
-    stamp_text = f"{os.path.realpath(run_dir)} {os.path.getmtime(os.path.join(run_dir, 'model.keras'))}"
+    stamp_text = export_stamp(run_dir)
     if os.path.exists(stamp) and open(stamp, encoding="utf-8").read() == stamp_text:
         return
     cmd = [sys.executable, "-m", "export", "nmt", "--run", run_dir, "--out", out, "--quantize"]

@@ -1,6 +1,7 @@
 """The bench functions run on tiny shapes and write valid JSON. No timings are asserted."""
 
 import json
+import os
 
 import keras
 import numpy as np
@@ -70,3 +71,22 @@ def test_decoder_steps_times_every_form_and_counts_less_work_without_input_feedi
     # Input feeding widens the LSTM's input by `units`: 4 * units**2 more per token.
     assert macs["luong_dot, input feeding"] - macs["luong_dot, no input feeding"] == 4 * 8 * 8
     assert macs["bahdanau, input feeding"] > macs["luong_dot, input feeding"]
+
+
+def test_a_cached_export_is_stale_once_the_code_that_builds_it_changes(tmp_path, monkeypatch):
+    import bench
+
+    for package in ("zoo", "export"):
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "a.py").write_text("x = 1\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.keras").write_text("weights")
+    monkeypatch.setattr(bench, "ROOT", str(tmp_path))
+    first = bench.export_stamp(str(run))
+    assert bench.export_stamp(str(run)) == first
+    (tmp_path / "export" / "a.py").write_text("x = 2\n")
+    assert bench.export_stamp(str(run)) != first
+    (tmp_path / "export" / "a.py").write_text("x = 1\n")
+    os.utime(run / "model.keras", (1, 1))
+    assert bench.export_stamp(str(run)) != first
