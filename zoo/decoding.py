@@ -100,14 +100,9 @@ def greedy_search(step_fn, initial_state, constants, start_ids, end_id, max_leng
 
     def body(t, ids, state, finished, lengths, score, tokens, attention):
         logits, state, step_attention = step_fn(ids, state, constants)
-        log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32))
-        # top_k rather than argmax: its tie-breaking (lowest id) is documented, and beam search
-        # ranks with it too, so beam_size=1 reproduces greedy exactly.
-        token_log_prob, ids = tf.math.top_k(log_probs, k=1)
-        ids = tf.where(finished, 0, ids[:, 0])
-        score += tf.where(finished, 0.0, token_log_prob[:, 0])
+        ids, token_log_prob, step_attention = _greedy_pick(logits, step_attention, finished)
+        score += token_log_prob
         lengths += tf.cast(tf.logical_not(finished) & (ids != end_id), tf.int32)
-        step_attention = tf.where(finished[:, None], 0.0, tf.cast(step_attention, tf.float32))
         tokens = tf.concat([tokens, ids[:, None]], axis=1)
         attention = tf.concat(
             [_with_depth(attention, step_attention), step_attention[:, None]], axis=1
@@ -115,22 +110,36 @@ def greedy_search(step_fn, initial_state, constants, start_ids, end_id, max_leng
         finished |= (ids == end_id) | (t + 1 >= limits)  # a sentence stops at its own limit
         return t + 1, ids, state, finished, lengths, score, tokens, attention
 
-    loop_vars = (
-        tf.constant(0),
-        start_ids,
-        initial_state,
-        limits <= 0,  # a sentence with no steps to run is finished before the first
-        tf.zeros([batch_size], tf.int32),
-        tf.zeros([batch_size], tf.float32),
-        tf.zeros([batch_size, 0], tf.int32),
-        tf.zeros([batch_size, 0, 0], tf.float32),
-    )
+    # A sentence with no steps to run is finished before the first.
+    loop_vars = (tf.constant(0), start_ids, initial_state, limits <= 0,
+                 *_greedy_outputs(batch_size))
     invariants = tf.nest.map_structure(_any_shape, loop_vars)
     invariants = invariants[:2] + (_state_shapes(initial_state),) + invariants[3:]
     _, _, _, _, lengths, score, tokens, attention = tf.while_loop(
         cond, body, loop_vars, shape_invariants=invariants
     )
     return {"tokens": tokens, "lengths": lengths, "attention": attention, "score": score}
+
+
+def _greedy_pick(logits, step_attention, finished):
+    """One greedy step's choice per row, `(ids, their log-probabilities, attention)`, each 0
+    where the row has finished. top_k rather than argmax: its tie-breaking (lowest id) is
+    documented, and beam search ranks with it too, so beam_size=1 reproduces greedy exactly."""
+    token_log_prob, ids = tf.math.top_k(tf.nn.log_softmax(tf.cast(logits, tf.float32)), k=1)
+    return (tf.where(finished, 0, ids[:, 0]), tf.where(finished, 0.0, token_log_prob[:, 0]),
+            tf.where(finished[:, None], 0.0, tf.cast(step_attention, tf.float32)))
+
+
+def _greedy_outputs(batch_size):
+    """Greedy search's outputs before the first step: lengths, score, tokens, attention."""
+    return (tf.zeros([batch_size], tf.int32), tf.zeros([batch_size], tf.float32),
+            tf.zeros([batch_size, 0], tf.int32), tf.zeros([batch_size, 0, 0], tf.float32))
+
+
+def _worth_compacting(alive):
+    """Whether a search's step batch should drop its finished rows (or sentences) now: once a
+    quarter of them have finished, so that gathering the state and memory is paid rarely."""
+    return 4 * tf.reduce_sum(tf.cast(alive, tf.int32)) <= 3 * tf.size(alive)
 
 
 def _greedy_compacting(step_fn, initial_state, constants, start_ids, end_id, limits):
@@ -147,12 +156,9 @@ def _greedy_compacting(step_fn, initial_state, constants, start_ids, end_id, lim
 
     def body(t, rows, ids, state, consts, limits, finished, lengths, score, tokens, attention):
         logits, state, step_attention = step_fn(ids, state, consts)
-        log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32))
-        token_log_prob, ids = tf.math.top_k(log_probs, k=1)  # ties: lowest id, as greedy_search
-        ids = tf.where(finished, 0, ids[:, 0])
-        step_attention = tf.where(finished[:, None], 0.0, tf.cast(step_attention, tf.float32))
+        ids, token_log_prob, step_attention = _greedy_pick(logits, step_attention, finished)
         at = rows[:, None]  # each row's place in the caller's batch
-        score = tf.tensor_scatter_nd_add(score, at, tf.where(finished, 0.0, token_log_prob[:, 0]))
+        score = tf.tensor_scatter_nd_add(score, at, token_log_prob)
         lengths = tf.tensor_scatter_nd_add(
             lengths, at, tf.cast(tf.logical_not(finished) & (ids != end_id), tf.int32))
         tokens = tf.concat([tokens, tf.scatter_nd(at, ids, [batch_size])[:, None]], axis=1)
@@ -172,23 +178,12 @@ def _greedy_compacting(step_fn, initial_state, constants, start_ids, end_id, lim
         def same():
             return rows, ids, state, consts, limits, finished
 
-        worth = 4 * tf.reduce_sum(tf.cast(alive, tf.int32)) <= 3 * tf.shape(rows)[0]
-        rows, ids, state, consts, limits, finished = tf.cond(worth, compact, same)
+        rows, ids, state, consts, limits, finished = tf.cond(_worth_compacting(alive), compact,
+                                                             same)
         return t + 1, rows, ids, state, consts, limits, finished, lengths, score, tokens, attention
 
-    loop_vars = (
-        tf.constant(0),
-        tf.range(batch_size),
-        start_ids,
-        initial_state,
-        constants,
-        limits,
-        limits <= 0,  # a sentence with no steps to run is finished before the first
-        tf.zeros([batch_size], tf.int32),
-        tf.zeros([batch_size], tf.float32),
-        tf.zeros([batch_size, 0], tf.int32),
-        tf.zeros([batch_size, 0, 0], tf.float32),
-    )
+    loop_vars = (tf.constant(0), tf.range(batch_size), start_ids, initial_state, constants, limits,
+                 limits <= 0, *_greedy_outputs(batch_size))
     invariants = tf.nest.map_structure(_any_shape, loop_vars)
     invariants = (invariants[:3] + (_state_shapes(initial_state), _state_shapes(constants))
                   + invariants[5:])
@@ -405,8 +400,8 @@ def beam_search(
                              snapshot[key], value) for key, value in cut.items()}
         loop = (now_done, new_alive, finished, cut, rows, limits, constants, store)
         if compact:  # once a quarter of the sentences have stopped, they leave the loop
-            worth = 4 * tf.reduce_sum(tf.cast(tf.logical_not(now_done), tf.int32)) <= 3 * batch_size
-            loop = tf.cond(worth, lambda: _leave(loop, beam_size), lambda: loop)
+            loop = tf.cond(_worth_compacting(tf.logical_not(now_done)),
+                           lambda: _leave(loop, beam_size), lambda: loop)
         return (t + 1, *loop)
 
     first = tf.concat([tf.zeros([1]), tf.fill([beam_size - 1], neg_inf)], axis=0)

@@ -189,9 +189,7 @@ class AttentiveLSTMDecoder(keras.layers.Layer):
             x = tf.gather(table, ids)
             parts = [x, tf.cast(feed, dtype), h] if self.input_feeding else [x, h]
             z = tf.matmul(tf.concat(parts, axis=-1), kernel) + bias
-            i, f, g, o = tf.split(z, 4, axis=-1)
-            c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
-            h = tf.sigmoid(o) * tf.tanh(c)
+            h, c = self._lstm_update(z, c)
             attentional, weights = self._attend(h, constants, False)
             logits = tf.matmul(tf.cast(attentional, "float32"), out_kernel) + out_bias
             return logits, (h, c, attentional), weights
