@@ -14,8 +14,12 @@ Every decoder in the zoo exposes one decoding step as
   0 for a model without attention). Attention on padded source positions must be exactly 0.
 
 Both searches are written with TensorFlow ops only (`tf.while_loop`, `tf.gather`,
-`tf.math.top_k`), so they run eagerly and inside a `tf.function` with a `None` batch dimension and
-a tensor `max_length` (the SavedModel export). `max_length` is one limit for every sentence or
+`tf.math.top_k`, `tf.TensorArray`), so they run eagerly and inside a `tf.function` with a `None`
+batch dimension and a tensor `max_length` (the SavedModel export). Their outputs per step go to
+TensorArrays, not to growing tensors, so a search costs linear time in its length; beam search
+keeps each step's tokens, parent slots and attention and reads its n-best hypotheses back through
+the parents at the end, instead of reordering every hypothesis' history at every step. A static
+batch of 1 (a TFLite model) decodes greedily with a plain loop of builtin ops. `max_length` is one limit for every sentence or
 one per sentence (`(batch_size,)`): with per-sentence limits a sentence decodes the same alone
 and in any batch, whatever the other sentences' lengths. Callers pass `(batch_size, ...)` state and
 constants to both; `beam_search` tiles them itself.
@@ -23,7 +27,7 @@ constants to both; `beam_search` tiles them itself.
 
 import tensorflow as tf
 
-__all__ = ["beam_search", "greedy_search", "tile_for_beam"]
+__all__ = ["beam_search", "greedy_search", "tile_for_beam", "top_k"]
 
 
 def tile_for_beam(nest, beam_size):
@@ -161,11 +165,10 @@ def _greedy_compacting(step_fn, initial_state, constants, start_ids, end_id, lim
         score = tf.tensor_scatter_nd_add(score, at, token_log_prob)
         lengths = tf.tensor_scatter_nd_add(
             lengths, at, tf.cast(tf.logical_not(finished) & (ids != end_id), tf.int32))
-        tokens = tf.concat([tokens, tf.scatter_nd(at, ids, [batch_size])[:, None]], axis=1)
-        attention = tf.concat([
-            _with_depth(attention, step_attention),
-            _scatter_rows(at, step_attention, batch_size)[:, None],
-        ], axis=1)
+        # Each step's outputs go to a TensorArray: appending to a growing tensor would copy
+        # the whole history at every step.
+        tokens = tokens.write(t, tf.scatter_nd(at, ids, [batch_size]))
+        attention = attention.write(t, _scatter_rows(at, step_attention, batch_size))
         finished |= (ids == end_id) | (t + 1 >= limits)
         alive = tf.logical_not(finished)
 
@@ -182,13 +185,25 @@ def _greedy_compacting(step_fn, initial_state, constants, start_ids, end_id, lim
                                                              same)
         return t + 1, rows, ids, state, consts, limits, finished, lengths, score, tokens, attention
 
+    lengths, score, _, _ = _greedy_outputs(batch_size)
+    history = (tf.TensorArray(tf.int32, size=0, dynamic_size=True, element_shape=[None]),
+               tf.TensorArray(tf.float32, size=0, dynamic_size=True, element_shape=[None, None]))
     loop_vars = (tf.constant(0), tf.range(batch_size), start_ids, initial_state, constants, limits,
-                 limits <= 0, *_greedy_outputs(batch_size))
-    invariants = tf.nest.map_structure(_any_shape, loop_vars)
+                 limits <= 0, lengths, score, *history)
+    invariants = tf.nest.map_structure(_any_shape, loop_vars[:-2])
     invariants = (invariants[:3] + (_state_shapes(initial_state), _state_shapes(constants))
-                  + invariants[5:])
+                  + invariants[5:] + (tf.TensorShape([]),) * 2)  # a TensorArray's: its flow's
     out = tf.while_loop(cond, body, loop_vars, shape_invariants=invariants)
-    lengths, score, tokens, attention = out[-4:]
+    steps, lengths, score, tokens, attention = out[0], *out[-4:]
+
+    def stacked():
+        return (tf.transpose(tokens.stack(), (1, 0)),
+                tf.transpose(attention.stack(), (1, 0, 2)))
+
+    def nothing():  # no sentence had a step to run
+        return tf.zeros([batch_size, 0], tf.int32), tf.zeros([batch_size, 0, 0], tf.float32)
+
+    tokens, attention = tf.cond(steps > 0, stacked, nothing)
     return {"tokens": tokens, "lengths": lengths, "attention": attention, "score": score}
 
 
@@ -299,27 +314,14 @@ def beam_search(
     limits = _limits(max_length, batch_size)
     constants = tile_for_beam(constants, beam_size)
     neg_inf = float("-inf")
+    sentences = batch_size  # the caller's; inside the loop, batch_size is those still in it
+    # Sentences that have stopped leave the step batch (not with a static batch of 1).
+    compact = start_ids.shape[0] != 1
 
-    def extend(flat_index, vocab_size, log_prob, attention, alive):
-        """The expansions picked by `flat_index` `(batch_size, k)` into `beam_size * V`."""
-        parent, token = flat_index // vocab_size, flat_index % vocab_size
-        log_prob = tf.reshape(log_prob, [tf.shape(flat_index)[0], -1])
-        return (
-            parent,
-            token,
-            {
-                "log_prob": tf.gather(log_prob, flat_index, batch_dims=1),
-                "tokens": tf.concat(
-                    [tf.gather(alive["tokens"], parent, batch_dims=1), token[..., None]], axis=2
-                ),
-                "attention": tf.gather(attention, parent, batch_dims=1),
-            },
-        )
-
-    def cond(t, done, alive, finished, cut, rows, limits, constants, store):
+    def cond(t, done, *_):
         return tf.logical_not(tf.reduce_all(done))
 
-    def body(t, done, alive, finished, cut, rows, limits, constants, store):
+    def body(t, done, alive, finished, cut, rows, limits, constants, store, history):
         batch_size = tf.shape(done)[0]  # the sentences still in the loop
         logits, state, step_attention = step_fn(
             tf.reshape(alive["ids"], [-1]), alive["state"], constants
@@ -329,38 +331,41 @@ def beam_search(
         log_probs = tf.reshape(log_probs, [batch_size, beam_size, vocab_size])
         step_attention = tf.cast(step_attention, tf.float32)
         step_attention = tf.reshape(step_attention, [batch_size, beam_size, -1])
-        attention = tf.concat(
-            [_with_depth(alive["attention"], step_attention), step_attention[:, :, None]], axis=2
-        )
         # Every expansion has t + 1 tokens, end included: one lp for all of them.
         log_prob = alive["log_prob"][:, :, None] + log_probs
+        # Rows of every expansion, `beam_size * V` wide (static when V is: top_k uses it).
+        width = logits.shape[-1]
+        flat = [batch_size, -1 if width is None else beam_size * width]
+        flat_log_prob = tf.reshape(log_prob, flat)
         penalty = _length_penalty(t + 1, length_penalty)
 
         # One top-k over every expansion serves both pools: the ends among them are at most
         # beam_size (one per alive hypothesis), so the best 2 * beam_size expansions hold the
         # beam_size best that do not end. In order of score, ties to the lowest index.
-        width = logits.shape[-1]
         candidates = 2 * beam_size if width is None else min(2 * beam_size, beam_size * width)
         if coverage_penalty:
-            coverage = _coverage_penalty(tf.reduce_sum(attention, axis=2), coverage_penalty)
-            score = log_prob / penalty + coverage[:, :, None]
-            cand_score, cand_index = tf.math.top_k(tf.reshape(score, [batch_size, -1]), candidates)
+            coverage = alive["coverage"] + step_attention
+            score = log_prob / penalty + _coverage_penalty(coverage, coverage_penalty)[:, :, None]
+            cand_score, cand_index = top_k(tf.reshape(score, flat), candidates)
         else:  # the score is the log-probability over one lp: rank those, score the candidates
-            cand_score, cand_index = tf.math.top_k(tf.reshape(log_prob, [batch_size, -1]), candidates)
+            cand_score, cand_index = top_k(flat_log_prob, candidates)
             cand_score = cand_score / penalty
 
-        # The beam_size best expansions; those that end join the finished pool.
+        # The beam_size best expansions; those that end join the finished pool. A hypothesis
+        # is kept as where it ends (its step, the beam slot it extends, its last token): its
+        # tokens and attention are read back from the history once the search is over.
         top_score, top_index = cand_score[:, :beam_size], cand_index[:, :beam_size]
-        _, token, new = extend(top_index, vocab_size, log_prob, attention, alive)
+        token = top_index % vocab_size
         ended = tf.logical_and(token == end_id, tf.logical_not(done)[:, None])
-        new["score"] = tf.where(ended, top_score, neg_inf)
-        new["lengths"] = tf.fill(tf.shape(token), t)
-        old = dict(finished)
-        old["tokens"] = tf.pad(finished["tokens"], [[0, 0], [0, 0], [0, 1]])
-        old["attention"] = tf.pad(
-            _with_depth(finished["attention"], step_attention), [[0, 0], [0, 0], [0, 1], [0, 0]]
-        )
-        pool = {key: tf.concat([old[key], new[key]], axis=1) for key in old}
+        new = {
+            "score": tf.where(ended, top_score, neg_inf),
+            "log_prob": tf.gather(flat_log_prob, top_index, batch_dims=1),
+            "lengths": tf.fill(tf.shape(token), t),
+            "last": tf.fill(tf.shape(token), t),
+            "slot": top_index // vocab_size,
+            "token": token,
+        }
+        pool = {key: tf.concat([finished[key], new[key]], axis=1) for key in finished}
         # Old entries come first, so a tie keeps the shorter, earlier hypothesis.
         _, keep = tf.math.top_k(pool["score"], n_best)
         finished = {key: tf.gather(value, keep, batch_dims=1) for key, value in pool.items()}
@@ -370,16 +375,24 @@ def beam_search(
         cand_end = tf.equal(cand_index % vocab_size, end_id)
         alive_score, pick = tf.math.top_k(tf.where(cand_end, neg_inf, cand_score), beam_size)
         alive_index = tf.gather(cand_index, pick, batch_dims=1)
-        parent, token, new_alive = extend(alive_index, vocab_size, log_prob, attention, alive)
-        new_alive["log_prob"] = tf.where(token == end_id, neg_inf, new_alive["log_prob"])
+        parent, token = alive_index // vocab_size, alive_index % vocab_size
+        alive_log_prob = tf.where(token == end_id, neg_inf,
+                                  tf.gather(flat_log_prob, alive_index, batch_dims=1))
         parent_rows = tf.reshape(parent + beam_size * tf.range(batch_size)[:, None], [-1])
-        new_alive["state"] = tf.nest.map_structure(lambda s: tf.gather(s, parent_rows), state)
-        new_alive["ids"] = token
-        new_alive["score"] = alive_score
+        new_alive = {
+            "ids": token,
+            "state": tf.nest.map_structure(lambda s: tf.gather(s, parent_rows), state),
+            "log_prob": alive_log_prob,
+            "score": alive_score,
+        }
+        if coverage_penalty:
+            new_alive["coverage"] = tf.gather(coverage, parent, batch_dims=1)
+        history = _record(history, t, rows if compact else None, sentences, token, parent,
+                          step_attention)
 
         # The score the best alive hypothesis would get ending at the next step; with `exact`, an
         # upper bound on any score the alive hypotheses can still reach (cp <= 0 as beta >= 0).
-        best = tf.reduce_max(new_alive["log_prob"], axis=1)
+        best = tf.reduce_max(alive_log_prob, axis=1)
         bound = best / _length_penalty(t + 2, length_penalty)
         if exact:
             bound = tf.maximum(bound, best / _length_penalty(limits, length_penalty))
@@ -387,22 +400,15 @@ def beam_search(
         # then (cut there) are kept to fill its n-best list.
         now_done = done | (bound <= finished["score"][:, -1]) | (t + 1 >= limits)
         stops = (now_done & tf.logical_not(done))[:, None]
-        snapshot = {"tokens": new_alive["tokens"], "attention": new_alive["attention"],
-                    "score": new_alive["score"], "log_prob": new_alive["log_prob"],
-                    "lengths": tf.fill(tf.shape(token), t + 1)}
-        cut = {
-            "tokens": tf.pad(cut["tokens"], [[0, 0], [0, 0], [0, 1]]),
-            "attention": tf.pad(_with_depth(cut["attention"], step_attention),
-                                [[0, 0], [0, 0], [0, 1], [0, 0]]),
-            "score": cut["score"], "log_prob": cut["log_prob"], "lengths": cut["lengths"],
-        }
-        cut = {key: tf.where(tf.reshape(stops, [batch_size, 1] + [1] * (value.shape.rank - 2)),
-                             snapshot[key], value) for key, value in cut.items()}
+        snapshot = {"score": alive_score, "log_prob": alive_log_prob,
+                    "lengths": tf.fill(tf.shape(token), t + 1), "last": tf.fill(tf.shape(token), t),
+                    "slot": parent, "token": token}
+        cut = {key: tf.where(stops, snapshot[key], value) for key, value in cut.items()}
         loop = (now_done, new_alive, finished, cut, rows, limits, constants, store)
         if compact:  # once a quarter of the sentences have stopped, they leave the loop
             loop = tf.cond(_worth_compacting(tf.logical_not(now_done)),
                            lambda: _leave(loop, beam_size), lambda: loop)
-        return (t + 1, *loop)
+        return (t + 1, *loop, history)
 
     first = tf.concat([tf.zeros([1]), tf.fill([beam_size - 1], neg_inf)], axis=0)
     # Only the first copy of each sentence is alive at the start, so the beam does not fill
@@ -413,37 +419,36 @@ def beam_search(
         "state": tile_for_beam(initial_state, beam_size),
         "log_prob": alive_log_prob,
         "score": alive_log_prob,
-        "tokens": tf.zeros([batch_size, beam_size, 0], tf.int32),
-        "attention": tf.zeros([batch_size, beam_size, 0, 0]),
     }
-    finished = {
-        "log_prob": tf.fill([batch_size, n_best], neg_inf),
-        "score": tf.fill([batch_size, n_best], neg_inf),
-        "lengths": tf.zeros([batch_size, n_best], tf.int32),
-        "tokens": tf.zeros([batch_size, n_best, 0], tf.int32),
-        "attention": tf.zeros([batch_size, n_best, 0, 0]),
-    }
-    cut = {
-        "tokens": tf.zeros([batch_size, beam_size, 0], tf.int32),
-        "attention": tf.zeros([batch_size, beam_size, 0, 0]),
-        "score": tf.fill([batch_size, beam_size], neg_inf),
-        "log_prob": tf.fill([batch_size, beam_size], neg_inf),
-        "lengths": tf.zeros([batch_size, beam_size], tf.int32),
-    }
+    if coverage_penalty:  # each alive hypothesis' attention summed over its steps; depth 1
+        alive["coverage"] = tf.zeros([batch_size, beam_size, 1])  # broadcasts to the first step's
+
+    def no_hypotheses(size):
+        """A pool of `size` empty hypotheses per sentence (no tokens: last step -1)."""
+        shape = [batch_size, size]
+        return {"score": tf.fill(shape, neg_inf), "log_prob": tf.fill(shape, neg_inf),
+                "lengths": tf.zeros(shape, tf.int32), "last": tf.fill(shape, -1),
+                "slot": tf.zeros(shape, tf.int32), "token": tf.zeros(shape, tf.int32)}
+
+    finished, cut = no_hypotheses(n_best), no_hypotheses(beam_size)
     # A sentence with a limit of 0 (or less) decodes nothing: it is done before the first step.
     # `store`: the finished and cut hypotheses of the sentences that have left the loop, at
     # their places in the caller's batch.
-    compact = start_ids.shape[0] != 1
     store = {"finished": finished, "cut": cut}
+    history = tuple(tf.TensorArray(dtype, size=0, dynamic_size=True, element_shape=shape)
+                    for dtype, shape in ((tf.int32, [None, beam_size]),
+                                         (tf.int32, [None, beam_size]),
+                                         (tf.float32, [None, beam_size, None])))
     loop_vars = (tf.constant(0), limits <= 0, alive, finished, cut, tf.range(batch_size), limits,
-                 constants, store)
-    invariants = tf.nest.map_structure(_any_shape, loop_vars)
+                 constants, store, history)
+    invariants = tf.nest.map_structure(_any_shape, loop_vars[:-1])
     invariants[2]["state"] = _state_shapes(alive["state"])
-    invariants = invariants[:7] + (_state_shapes(constants), invariants[8])
+    invariants = (*invariants[:7], _state_shapes(constants), invariants[8],
+                  (tf.TensorShape([]),) * 3)  # a TensorArray's invariant is its flow's
     out = tf.while_loop(cond, body, loop_vars, shape_invariants=invariants)
-    _, done, _, finished, alive, rows, _, _, store = out
+    steps, done, _, finished, alive, rows, _, _, store, history = out
     if compact:  # every sentence has stopped: the last ones join the store
-        store = _leave(out[1:], beam_size)[-1]
+        store = _leave(out[1:9], beam_size)[-1]
         finished, alive = store["finished"], store["cut"]
 
     # Finished hypotheses first, then alive ones (cut where the sentence stopped), then empty
@@ -456,30 +461,103 @@ def beam_search(
         axis=1,
     )
     _, pick = tf.math.top_k(-group, n_best)
-    return {
-        key: tf.gather(tf.concat([finished[key], alive[key]], axis=1), pick, batch_dims=1)
-        for key in ("tokens", "lengths", "attention", "score", "log_prob")
-    }
+    best = {key: tf.gather(tf.concat([finished[key], alive[key]], axis=1), pick, batch_dims=1)
+            for key in finished}
+    tokens, attention = _backtrack(history, best, steps)
+    return {"tokens": tokens, "lengths": best["lengths"], "attention": attention,
+            "score": best["score"], "log_prob": best["log_prob"]}
+
+
+def top_k(values, k, chunk=128):
+    """`tf.math.top_k(values, k)` (sorted, ties to the lowest index), faster for long rows.
+
+    A row is cut into chunks of `chunk` values; the `k` largest values lie in the `k` chunks
+    with the largest maxima (any other chunk's values are each beaten by `k` chunk maxima), so
+    one top-k over those chunks' values, kept in their order in the row, gives the same values
+    and indices, ties included. TensorFlow's top-k costs about as much per value for k = 8 as a
+    matmul row, so on beam search's `beam_size x vocabulary` rows this is several times faster.
+    Rows of unknown or short width go to `tf.math.top_k` itself.
+
+    Args:
+        values: float `(batch_size, width)`.
+        k: Python int, `k <= width`.
+        chunk: Python int, the chunk width.
+
+    Returns:
+        `(values, indices)`, each `(batch_size, k)`, as `tf.math.top_k`.
+    """
+    width = values.shape[-1]
+    count = None if width is None else -(-width // chunk)  # chunks per row
+    if count is None or count < max(16, 4 * k):
+        return tf.math.top_k(values, k)
+    if count * chunk != width:  # -inf padding sits after every value: it never wins a tie
+        values = tf.pad(values, [[0, 0], [0, count * chunk - width]],
+                        constant_values=float("-inf"))
+    chunks = tf.reshape(values, [-1, count, chunk])
+    _, best = tf.math.top_k(tf.reduce_max(chunks, axis=-1), k)
+    best = tf.sort(best, axis=-1)  # in row order, so that ties still go to the lowest index
+    picked = tf.reshape(tf.gather(chunks, best, batch_dims=1), [-1, k * chunk])
+    top, at = tf.math.top_k(picked, k)
+    return top, tf.gather(best, at // chunk, batch_dims=1) * chunk + at % chunk
+
+
+def _record(history, t, rows, size, token, parent, step_attention):
+    """Beam search's history with step `t` written: each slot's token and the slot it extends
+    `(size, beam_size)`, and the attention of the hypotheses the step read
+    `(size, beam_size, S)`, at the sentences' places `rows` in the caller's batch of `size`
+    (`rows=None`: the step batch is the caller's)."""
+    tokens, parents, attention = history
+    if rows is not None:
+        at = rows[:, None]
+        token = tf.scatter_nd(at, token, tf.stack([size, tf.shape(token)[1]]))
+        parent = tf.scatter_nd(at, parent, tf.stack([size, tf.shape(parent)[1]]))
+        step_attention = _scatter_rows(at, step_attention, size)
+    return tokens.write(t, token), parents.write(t, parent), attention.write(t, step_attention)
+
+
+def _backtrack(history, best, steps):
+    """Tokens `(batch_size, n, steps)` and attention `(batch_size, n, steps, S)` of the
+    hypotheses `best` (fields `last`, `slot`, `token`, each `(batch_size, n)`), read back
+    through the history's parent slots from each one's last step; 0 after it."""
+    tokens, parents, attention = history
+    last, slot, token = best["last"], best["slot"], best["token"]
+
+    def read_back():
+        def back(carry, step):
+            cursor, _, _ = carry
+            step_tokens, step_parents, step_attention, s = step
+            before = s < last  # the cursor is the slot this hypothesis held after step s
+            own = tf.gather(step_tokens, cursor, batch_dims=1)
+            parent = tf.where(before, tf.gather(step_parents, cursor, batch_dims=1), cursor)
+            out = tf.where(before, own, tf.where(s == last, token, 0))
+            rows = tf.gather(step_attention, parent, batch_dims=1)
+            return parent, out, tf.where((s <= last)[..., None], rows, 0.0)
+
+        all_attention = attention.stack()
+        depth = tf.shape(all_attention)[-1]
+        start = (slot, tf.zeros_like(token), tf.zeros(tf.concat([tf.shape(last), [depth]], 0)))
+        _, out_tokens, out_attention = tf.scan(
+            back, (tokens.stack(), parents.stack(), all_attention, tf.range(steps)),
+            initializer=start, reverse=True)
+        return tf.transpose(out_tokens, (1, 2, 0)), tf.transpose(out_attention, (1, 2, 0, 3))
+
+    def nothing():
+        shape = tf.shape(last)
+        return (tf.zeros(tf.concat([shape, [0]], 0), tf.int32),
+                tf.zeros(tf.concat([shape, [0, 0]], 0), tf.float32))
+
+    return tf.cond(steps > 0, read_back, nothing)
 
 
 def _leave(loop, beam_size):
     """Beam search's loop state without its stopped sentences, whose finished and cut
-    hypotheses go to the store (padded to the current length) at their batch positions."""
+    hypotheses go to the store at their batch positions."""
     done, alive, finished, cut, rows, limits, constants, store = loop
     stay = tf.where(tf.logical_not(done))[:, 0]
     gone = tf.where(done)[:, 0]
     at = tf.gather(rows, gone)[:, None]
 
     def put(kept, new):
-        steps = tf.shape(new["tokens"])[2]
-        kept = dict(kept)
-        for key in ("tokens", "attention"):
-            value = kept[key]
-            if key == "attention":
-                value = _with_depth(value, new["attention"][:, 0, 0])
-            grow = steps - tf.shape(value)[2]
-            pads = [[0, 0], [0, 0], [0, grow]] + [[0, 0]] * (value.shape.rank - 3)
-            kept[key] = tf.pad(value, pads)
         return {key: _update_rows(kept[key], at, tf.gather(new[key], gone)) for key in kept}
 
     store = {"finished": put(store["finished"], finished), "cut": put(store["cut"], cut)}

@@ -461,3 +461,25 @@ def test_a_batch_without_attention_decodes_as_each_sentence_alone(beam):
         n = alone["tokens"].shape[-1]
         np.testing.assert_array_equal(batch["tokens"][b, ..., :n], alone["tokens"][0])
         np.testing.assert_allclose(batch["score"][b], alone["score"][0], rtol=1e-5)
+
+
+@pytest.mark.parametrize("width,k", [(16000, 8), (20000, 10), (2048, 1), (4100, 3)])
+def test_chunked_top_k_is_top_k_ties_and_minus_infinity_included(width, k):
+    """Beam search's top-k over `beam x vocabulary` rows gives tf.math.top_k's values and
+    indices: rows with many ties (few distinct values, so ties straddle chunks), rows of -inf
+    with fewer finite values than k, widths that are not a whole number of chunks."""
+    rng = np.random.default_rng(width + k)
+    rows = [
+        rng.normal(size=width),
+        rng.integers(0, 3, size=width).astype(float),  # ties everywhere
+        np.where(rng.random(width) < 0.001, rng.normal(size=width), -np.inf),
+        np.full(width, -np.inf),
+        np.where(np.arange(width) >= width - 5, 1.0, 0.0),  # the best ones in the last chunk
+    ]
+    values = tf.constant(np.stack(rows), tf.float32)
+    assert decoding.top_k(values, k)[1].shape == (len(rows), k)
+    for fn in (decoding.top_k, tf.function(lambda v: decoding.top_k(v, k))):
+        got = fn(values, k) if fn is decoding.top_k else fn(values)
+        want = tf.math.top_k(values, k)
+        np.testing.assert_array_equal(got[0].numpy(), want[0].numpy())
+        np.testing.assert_array_equal(got[1].numpy(), want[1].numpy())
