@@ -96,32 +96,41 @@ def greedy_search(step_fn, initial_state, constants, start_ids, end_id, max_leng
     end_id = tf.cast(end_id, tf.int32)
     batch_size = tf.shape(start_ids)[0]
     limits = _limits(max_length, batch_size)
-    if start_ids.shape[0] != 1:
-        return _greedy_compacting(step_fn, initial_state, constants, start_ids, end_id, limits)
+    if start_ids.shape[0] == 1:
+        return _greedy_alone(step_fn, initial_state, constants, start_ids, end_id, limits)
+    return _greedy_compacting(step_fn, initial_state, constants, start_ids, end_id, limits)
 
-    def cond(t, ids, state, finished, lengths, score, tokens, attention):
-        return tf.logical_not(tf.reduce_all(finished))
 
-    def body(t, ids, state, finished, lengths, score, tokens, attention):
+def _greedy_alone(step_fn, initial_state, constants, start_ids, end_id, limits):
+    """`greedy_search` for a static batch of one sentence (a one-sentence request, a TFLite
+    model). The loop stops when the sentence does, so no row is ever finished inside it: a step
+    keeps no finished flags or lengths (the length comes from the steps run), which is a fifth
+    of a step's ops at this size, where their fixed cost is most of a step's time."""
+    limit = limits[0]
+
+    def cond(t, ids, state, score, tokens, attention):
+        return (t < limit) & ((t == 0) | (ids[0] != end_id))
+
+    def body(t, ids, state, score, tokens, attention):
         logits, state, step_attention = step_fn(ids, state, constants)
-        ids, token_log_prob, step_attention = _greedy_pick(logits, step_attention, finished)
-        score += token_log_prob
-        lengths += tf.cast(tf.logical_not(finished) & (ids != end_id), tf.int32)
-        tokens = tf.concat([tokens, ids[:, None]], axis=1)
-        attention = tf.concat(
-            [_with_depth(attention, step_attention), step_attention[:, None]], axis=1
-        )
-        finished |= (ids == end_id) | (t + 1 >= limits)  # a sentence stops at its own limit
-        return t + 1, ids, state, finished, lengths, score, tokens, attention
+        token_log_prob, ids = tf.math.top_k(tf.nn.log_softmax(tf.cast(logits, tf.float32)), k=1)
+        tokens = tf.concat([tokens, ids], axis=1)
+        # The attention rows one after the other, `(1, steps * S)`: no depth to set at the
+        # first step, as a `(1, steps, S)` history would need at every step.
+        attention = tf.concat([attention, tf.cast(step_attention, tf.float32)], axis=1)
+        return t + 1, ids[:, 0], state, score + token_log_prob[:, 0], tokens, attention
 
-    # A sentence with no steps to run is finished before the first.
-    loop_vars = (tf.constant(0), start_ids, initial_state, limits <= 0,
-                 *_greedy_outputs(batch_size))
+    _, score, tokens, _ = _greedy_outputs(1)
+    loop_vars = (tf.constant(0), start_ids, initial_state, score, tokens, tf.zeros([1, 0]))
     invariants = tf.nest.map_structure(_any_shape, loop_vars)
     invariants = invariants[:2] + (_state_shapes(initial_state),) + invariants[3:]
-    _, _, _, _, lengths, score, tokens, attention = tf.while_loop(
+    steps, _, _, score, tokens, attention = tf.while_loop(
         cond, body, loop_vars, shape_invariants=invariants
     )
+    ended = tf.reduce_any(tokens[:, -1:] == end_id, axis=1)
+    lengths = steps - tf.cast(ended, tf.int32)
+    depth = tf.shape(attention)[1] // tf.maximum(steps, 1)
+    attention = tf.reshape(attention, tf.stack([1, steps, depth]))
     return {"tokens": tokens, "lengths": lengths, "attention": attention, "score": score}
 
 

@@ -114,17 +114,23 @@ class AttentiveLSTMDecoder(keras.layers.Layer):
         """Decoder state from an initial LSTM state: `(h, c, attentional_vector)`."""
         return h, c, ops.zeros_like(h)
 
-    def _attend(self, h, constants, training):
+    def _attend(self, h, constants, training, combine_kernel=None):
+        """`(attentional vector, attention weights)` for LSTM outputs `h`; `combine_kernel`: the
+        combine layer's kernel already read and cast, to apply it without reading it again."""
         memory, keys, mask = constants
+        if combine_kernel is None:
+            combine = self.combine
+        else:  # the combine Dense layer (tanh, no bias) on the given kernel
+            combine = lambda x: ops.tanh(ops.matmul(x, combine_kernel))  # noqa: E731
         if self.attention is None:
             shape = ops.shape(h)[:-1]
             weights = ops.zeros(tuple(shape) + (0,), "float32")
-            return self.combine(h), weights
+            return combine(h), weights
         context, weights = self.attention.attend(h, memory, keys, mask=mask, training=training)
         if self.gate is not None:
             context = context * self.gate(h)
         context = ops.cast(context, h.dtype)
-        return self.combine(ops.concatenate([context, h], axis=-1)), weights
+        return combine(ops.concatenate([context, h], axis=-1)), weights
 
     def _lstm_weights(self):
         """`(input_kernel, feed_recurrent_kernel, bias)` of the LSTM, in the compute dtype.
@@ -179,6 +185,7 @@ class AttentiveLSTMDecoder(keras.layers.Layer):
         )
         bias = ops.cast(cell.bias, dtype)
         table = ops.cast(self.embedding.embeddings, dtype)
+        combine = ops.cast(self.combine.kernel, dtype)
         out_kernel = ops.cast(self.output_projection.kernel, "float32")
         out_bias = ops.cast(self.output_projection.bias, "float32")
         if logit_bias is not None:
@@ -190,7 +197,7 @@ class AttentiveLSTMDecoder(keras.layers.Layer):
             parts = [x, tf.cast(feed, dtype), h] if self.input_feeding else [x, h]
             z = tf.matmul(tf.concat(parts, axis=-1), kernel) + bias
             h, c = self._lstm_update(z, c)
-            attentional, weights = self._attend(h, constants, False)
+            attentional, weights = self._attend(h, constants, False, combine)
             logits = tf.matmul(tf.cast(attentional, "float32"), out_kernel) + out_bias
             return logits, (h, c, attentional), weights
 
