@@ -145,13 +145,18 @@ def test_teacher_forced_call_equals_its_steps(attention, input_feeding, context_
     assert not np.allclose(logits[:, 1:], logits[:, :1], atol=1e-3)
 
 
+@pytest.mark.parametrize("with_table", [False, True], ids=["", "input_table"])
 @pytest.mark.parametrize(("attention", "input_feeding", "context_gate"), VARIANTS, ids=VARIANT_IDS)
-def test_inference_step_equals_step_with_its_logit_bias(attention, input_feeding, context_gate):
+def test_inference_step_equals_step_with_its_logit_bias(attention, input_feeding, context_gate,
+                                                        with_table):
     target_in, memory, state = data()
     decoder = make(attention, input_feeding=input_feeding, context_gate=context_gate)
     bias = np.zeros(VOCAB, "float32")
     bias[[0, 2]] = -1e9
-    fast = decoder.inference_step(logit_bias=bias)
+    table = decoder.input_table() if with_table else None
+    if with_table:
+        assert tuple(table.shape) == (VOCAB, 4 * decoder.units)
+    fast = decoder.inference_step(logit_bias=bias, input_table=table)
     constants = decoder.prepare_memory(memory, MASK)
     slow_state = fast_state = decoder.initial_state(*state)
     for t in range(T):
@@ -392,13 +397,15 @@ def test_mixed_float16_builds_runs_and_is_finite(mixed_float16, attention, input
     assert step_logits.dtype == "float32" and np.isfinite(step_logits).all()
     np.testing.assert_allclose(step_logits, logits, atol=2e-2)
     np.testing.assert_allclose(step_weights, weights, atol=2e-2)
-    fast = decoder.inference_step()
-    constants = decoder.prepare_memory(half(memory), MASK)
-    fast_state = decoder.initial_state(half(state[0]), half(state[1]))
-    for t in range(T):
-        fast_logits, fast_state, _ = fast(target_in[:, t], fast_state, constants)
-        assert fast_logits.dtype == "float32"
-        np.testing.assert_allclose(numpy(fast_logits), step_logits[:, t], atol=2e-2)
+    assert decoder.input_table().dtype == "float16"
+    for table in (None, decoder.input_table()):
+        fast = decoder.inference_step(input_table=table)
+        constants = decoder.prepare_memory(half(memory), MASK)
+        fast_state = decoder.initial_state(half(state[0]), half(state[1]))
+        for t in range(T):
+            fast_logits, fast_state, _ = fast(target_in[:, t], fast_state, constants)
+            assert fast_logits.dtype == "float32"
+            np.testing.assert_allclose(numpy(fast_logits), step_logits[:, t], atol=2e-2)
 
 
 # -- dropout -------------------------------------------------------------------------------------
