@@ -415,7 +415,8 @@ class NmtGraph:
         def run(ids):
             source_lengths = tf.reduce_sum(tf.cast(ids != 0, tf.int32), 1)
             return graph.search(
-                self.model.decoding_inputs(ids, input_table=self.input_table),
+                self.model.decoding_inputs(ids, input_table=self.input_table,
+                                           grouped=beam_size > 1),
                 tf.shape(ids)[0],
                 max_decode_length(source_lengths, config.max_target_length),
                 beam_size,

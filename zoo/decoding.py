@@ -8,7 +8,10 @@ Every decoder in the zoo exposes one decoding step as
 - `state`: a nest (tuple, list, dict) of tensors with leading dim `N` (e.g. LSTM `h`, `c` and
   the input-feed vector); it is reordered with `tf.gather` as the beam moves.
 - `constants`: a nest of tensors with leading dim `N` that never change while decoding (encoder
-  outputs, projected keys, source mask).
+  outputs, projected keys, source mask). A step function with a true `grouped` attribute takes
+  them once per sentence instead: leading dim `N / G`, for `G` consecutive rows of `ids` and
+  `state` (a sentence's beam), so `beam_search` does not tile them and the step reads each
+  sentence's memory once for all its hypotheses.
 - `logits`: float `(N, V)`, unnormalised; the search applies `log_softmax`.
 - `attention`: float `(N, S)`, with `S` the source length or number of image regions (`S` may be
   0 for a model without attention). Attention on padded source positions must be exactly 0.
@@ -264,7 +267,8 @@ def beam_search(
             module docstring. It is called on `batch_size * beam_size` rows, batch-major.
         initial_state: nest of tensors of shape `(batch_size, ...)`; tiled to the beam here.
         constants: nest of tensors of shape `(batch_size, ...)`; tiled to the beam once here and
-            never reordered (they are identical within a sentence's beam).
+            never reordered (they are identical within a sentence's beam), unless `step_fn` is
+            `grouped` (see the module docstring).
         start_ids: int32 tensor of shape `(batch_size,)`, the first input token of each sentence.
         end_id: Python int or scalar tensor, the end-of-sequence token.
         max_length: Python int, scalar tensor, or int32 `(batch_size,)` tensor: the most tokens
@@ -321,7 +325,9 @@ def beam_search(
     end_id = tf.cast(end_id, tf.int32)
     batch_size = tf.shape(start_ids)[0]
     limits = _limits(max_length, batch_size)
-    constants = tile_for_beam(constants, beam_size)
+    grouped = bool(getattr(step_fn, "grouped", False))  # constants per sentence, not per row
+    if not grouped:
+        constants = tile_for_beam(constants, beam_size)
     neg_inf = float("-inf")
     sentences = batch_size  # the caller's; inside the loop, batch_size is those still in it
     # Sentences that have stopped leave the step batch (not with a static batch of 1).
@@ -416,7 +422,7 @@ def beam_search(
         loop = (now_done, new_alive, finished, cut, rows, limits, constants, store)
         if compact:  # once a quarter of the sentences have stopped, they leave the loop
             loop = tf.cond(_worth_compacting(tf.logical_not(now_done)),
-                           lambda: _leave(loop, beam_size), lambda: loop)
+                           lambda: _leave(loop, beam_size, grouped), lambda: loop)
         return (t + 1, *loop, history)
 
     first = tf.concat([tf.zeros([1]), tf.fill([beam_size - 1], neg_inf)], axis=0)
@@ -457,7 +463,7 @@ def beam_search(
     out = tf.while_loop(cond, body, loop_vars, shape_invariants=invariants)
     steps, done, _, finished, alive, rows, _, _, store, history = out
     if compact:  # every sentence has stopped: the last ones join the store
-        store = _leave(out[1:9], beam_size)[-1]
+        store = _leave(out[1:9], beam_size, grouped)[-1]
         finished, alive = store["finished"], store["cut"]
 
     # Finished hypotheses first, then alive ones (cut where the sentence stopped), then empty
@@ -558,9 +564,10 @@ def _backtrack(history, best, steps):
     return tf.cond(steps > 0, read_back, nothing)
 
 
-def _leave(loop, beam_size):
+def _leave(loop, beam_size, grouped):
     """Beam search's loop state without its stopped sentences, whose finished and cut
-    hypotheses go to the store at their batch positions."""
+    hypotheses go to the store at their batch positions. `grouped`: the constants have a row per
+    sentence, not per hypothesis."""
     done, alive, finished, cut, rows, limits, constants, store = loop
     stay = tf.where(tf.logical_not(done))[:, 0]
     gone = tf.where(done)[:, 0]
@@ -577,7 +584,8 @@ def _leave(loop, beam_size):
     alive = {**by_sentence({k: v for k, v in alive.items() if k != "state"}),
              "state": by_row(alive["state"])}
     return (tf.gather(done, stay), alive, by_sentence(finished), by_sentence(cut),
-            tf.gather(rows, stay), tf.gather(limits, stay), by_row(constants), store)
+            tf.gather(rows, stay), tf.gather(limits, stay),
+            by_sentence(constants) if grouped else by_row(constants), store)
 
 
 def _update_rows(into, at, rows):

@@ -93,19 +93,21 @@ class Seq2Seq(MultiWorkerFitMixin, keras.Model):
         memory, mask, state = self.encode(source, training=training)
         return self.decoder(target_in, memory, mask, initial_state=state, training=training)
 
-    def decoding_inputs(self, source, input_table=None):
+    def decoding_inputs(self, source, input_table=None, grouped=False):
         """`(step_fn, initial_state, constants)` for `zoo.decoding.greedy_search/beam_search`.
 
         The step never proposes padding (id 0) or the start token (id 2): an undertrained model
         can score them highest, and a 0 inside an output would end it early for anything that
         counts non-padding ids. `input_table`: the decoder's `input_table()`, computed once
         (an export stores it), for steps that gather their tokens' LSTM input share from it.
+        `grouped`: a step for `beam_search` that reads each sentence's memory once for its
+        whole beam (`zoo.decoding`'s grouped steps); greedy search decodes with either.
         """
         memory, mask, (h, c) = self.encode(source)
         constants = self.decoder.prepare_memory(memory, mask)
         never = [-1e9 if i in (0, 2) else 0.0 for i in range(self.target_vocab_size)]
         step = self.decoder.inference_step(logit_bias=ops.convert_to_tensor(never, "float32"),
-                                           input_table=input_table)
+                                           input_table=input_table, grouped=grouped)
         return step, self.decoder.initial_state(h, c), constants
 
     def get_config(self):

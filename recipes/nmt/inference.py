@@ -145,7 +145,7 @@ class Translator:
                 ]
             )
             def run(source, max_length):
-                step_fn, state, constants = model.decoding_inputs(source)
+                step_fn, state, constants = model.decoding_inputs(source, grouped=beam > 1)
                 start = tf.fill(tf.shape(source)[:1], text.START_ID)
                 if beam == 1:
                     out = decoding.greedy_search(

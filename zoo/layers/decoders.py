@@ -114,9 +114,11 @@ class AttentiveLSTMDecoder(keras.layers.Layer):
         """Decoder state from an initial LSTM state: `(h, c, attentional_vector)`."""
         return h, c, ops.zeros_like(h)
 
-    def _attend(self, h, constants, training, combine_kernel=None):
+    def _attend(self, h, constants, training, combine_kernel=None, grouped=False):
         """`(attentional vector, attention weights)` for LSTM outputs `h`; `combine_kernel`: the
-        combine layer's kernel already read and cast, to apply it without reading it again."""
+        combine layer's kernel already read and cast, to apply it without reading it again.
+        `grouped`: `h` `(N, units)` holds `N / B` consecutive rows per memory row (a sentence's
+        beam): they attend together, as one sentence's queries, so its memory is read once."""
         memory, keys, mask = constants
         if combine_kernel is None:
             combine = self.combine
@@ -126,7 +128,15 @@ class AttentiveLSTMDecoder(keras.layers.Layer):
             shape = ops.shape(h)[:-1]
             weights = ops.zeros(tuple(shape) + (0,), "float32")
             return combine(h), weights
-        context, weights = self.attention.attend(h, memory, keys, mask=mask, training=training)
+        if grouped:
+            queries = tf.reshape(h, tf.stack([tf.shape(memory)[0], -1, self.units]))
+            context, weights = self.attention.attend(queries, memory, keys, mask=mask,
+                                                     training=training)
+            context = tf.reshape(context, tf.stack([-1, tf.shape(context)[-1]]))
+            weights = tf.reshape(weights, tf.stack([-1, tf.shape(weights)[-1]]))
+        else:
+            context, weights = self.attention.attend(h, memory, keys, mask=mask,
+                                                     training=training)
         if self.gate is not None:
             context = context * self.gate(h)
         context = ops.cast(context, h.dtype)
@@ -184,14 +194,16 @@ class AttentiveLSTMDecoder(keras.layers.Layer):
         return (ops.matmul(ops.cast(self.embedding.embeddings, dtype), kernel)
                 + ops.cast(self.rnn.cell.bias, dtype))
 
-    def inference_step(self, logit_bias=None, input_table=None):
+    def inference_step(self, logit_bias=None, input_table=None, grouped=False):
         """`step(ids, state, constants)` for decoding, as `step(training=False)` computes it, with
         the weights read and restacked once, outside the decoding loop: the LSTM's kernels
         stacked for one matmul of `[x; a_{t-1}; h]`, and `logit_bias` (a `(vocab_size,)` vector,
         e.g. -1e9 on ids never to propose) folded into the output bias. The same numbers up to
         float rounding, in fewer ops a step, which is most of a step's time at small batches.
         With `input_table` (this decoder's `input_table()`), a step gathers its tokens' rows of
-        it and multiplies only `[a_{t-1}; h]` by the rest of the kernels.
+        it and multiplies only `[a_{t-1}; h]` by the rest of the kernels. With `grouped`, the
+        step takes its constants once per sentence for `N / B` consecutive rows each (a
+        sentence's beam; `zoo.decoding`'s grouped steps) and those rows attend together.
         """
         dtype = self.compute_dtype
         cell = self.rnn.cell
@@ -219,10 +231,11 @@ class AttentiveLSTMDecoder(keras.layers.Layer):
             else:
                 z = x + tf.matmul(parts[0] if len(parts) == 1 else tf.concat(parts, -1), kernel)
             h, c = self._lstm_update(z, c)
-            attentional, weights = self._attend(h, constants, False, combine)
+            attentional, weights = self._attend(h, constants, False, combine, grouped)
             logits = tf.matmul(tf.cast(attentional, "float32"), out_kernel) + out_bias
             return logits, (h, c, attentional), weights
 
+        step.grouped = grouped and self.attention is not None
         return step
 
     # -- teacher forcing ----------------------------------------------------------------------

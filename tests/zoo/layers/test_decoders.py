@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from zoo.decoding import greedy_search
+from zoo.decoding import beam_search, greedy_search, tile_for_beam
 from zoo.layers import ATTENTION_TYPES, AttentiveLSTMDecoder, make_attention
 from zoo.layers.encoders import sequence_noise_shape
 
@@ -166,6 +166,42 @@ def test_inference_step_equals_step_with_its_logit_bias(attention, input_feeding
         np.testing.assert_array_equal(numpy(logits)[:, [0, 2]] < -1e8, True)
         np.testing.assert_allclose(numpy(weights), numpy(slow_w), atol=1e-6)
         np.testing.assert_allclose(numpy(fast_state[2]), numpy(slow_state[2]), atol=1e-5)
+
+
+@pytest.mark.parametrize(("attention", "input_feeding", "context_gate"), VARIANTS, ids=VARIANT_IDS)
+def test_a_grouped_step_equals_the_step_on_tiled_constants(attention, input_feeding,
+                                                           context_gate):
+    """A grouped step (a sentence's beam rows attend together over its memory, given once)
+    computes what the plain step computes over the memory tiled to every row; beam search
+    drives either to the same hypotheses."""
+    target_in, memory, state = data(depth=UNITS)
+    decoder = make(attention, depth=UNITS, input_feeding=input_feeding,
+                   context_gate=context_gate)
+    grouped, plain = decoder.inference_step(grouped=True), decoder.inference_step()
+    assert grouped.grouped == (attention != "none") and not plain.grouped
+    beam = 3
+    constants = decoder.prepare_memory(tf.constant(memory), tf.constant(MASK))
+    tiled = tile_for_beam(constants, beam)
+    rng = np.random.default_rng(1)
+    first = decoder.initial_state(*(tf.constant(s) for s in state))
+    state_g = state_p = tile_for_beam(first, beam)
+    own = tiled if attention == "none" else constants  # no attention: nothing to group
+    for _ in range(T):
+        ids = tf.constant(rng.integers(1, VOCAB, size=B * beam), tf.int32)
+        logits_g, state_g, weights_g = grouped(ids, state_g, own)
+        logits_p, state_p, weights_p = plain(ids, state_p, tiled)
+        np.testing.assert_allclose(numpy(logits_g), numpy(logits_p), atol=1e-5)
+        np.testing.assert_allclose(numpy(weights_g), numpy(weights_p), atol=1e-6)
+        np.testing.assert_allclose(numpy(state_g[2]), numpy(state_p[2]), atol=1e-5)
+
+    start = tf.constant(target_in[:, 0])
+    kwargs = dict(end_id=1, max_length=tf.constant([5, 3, 4]), beam_size=beam, n_best=2,
+                  length_penalty=0.6)
+    out_g = beam_search(grouped, first, constants, start, **kwargs)
+    out_p = beam_search(plain, first, constants, start, **kwargs)
+    np.testing.assert_array_equal(numpy(out_g["tokens"]), numpy(out_p["tokens"]))
+    np.testing.assert_allclose(numpy(out_g["score"]), numpy(out_p["score"]), atol=1e-5)
+    np.testing.assert_allclose(numpy(out_g["attention"]), numpy(out_p["attention"]), atol=1e-6)
 
 
 @pytest.mark.parametrize("attention", [a for a in ATTENTION_TYPES if a != "none"])
