@@ -412,11 +412,11 @@ class NmtGraph:
         score `[B]`, from greedy (`beam_size == 1`) or beam search; `S'` is 0 without attention."""
         config = self.config
 
-        def run(ids):
+        def run(ids, padded=True):
             source_lengths = tf.reduce_sum(tf.cast(ids != 0, tf.int32), 1)
             return graph.search(
                 self.model.decoding_inputs(ids, input_table=self.input_table,
-                                           grouped=beam_size > 1),
+                                           grouped=beam_size > 1, padded=padded),
                 tf.shape(ids)[0],
                 max_decode_length(source_lengths, config.max_target_length),
                 beam_size,
@@ -427,9 +427,11 @@ class NmtGraph:
         if beam_size > 1 or source_ids.shape[0] is not None:
             return run(source_ids)
         # A batch of one sentence (a latency-bound request) gets its own loop, traced with a
-        # static batch of 1, where the attention skips the batched matmuls' fixed cost.
+        # static batch of 1, where the attention skips the batched matmuls' fixed cost. Its ids
+        # are its own tokens, without padding (an empty sentence's one pad id gives an output
+        # that `without_blank` drops), so the encoder skips its masking.
         return tf.cond(tf.shape(source_ids)[0] == 1,
-                       lambda: run(tf.ensure_shape(source_ids, [1, None])),
+                       lambda: run(tf.ensure_shape(source_ids, [1, None]), padded=False),
                        lambda: run(source_ids))
 
     def translate(self, text, beam_size: int):

@@ -78,10 +78,11 @@ class Seq2Seq(MultiWorkerFitMixin, keras.Model):
         self.decoder.build((None, None), (None, None, self.units))
         self.built = True
 
-    def encode(self, source, training=False):
-        """`(memory, mask, (h, c))` for int source ids `(batch_size, Tv)`."""
-        mask = ops.not_equal(source, 0)
-        memory, state = self.encoder(source, mask=mask, training=training)
+    def encode(self, source, training=False, padded=True):
+        """`(memory, mask, (h, c))` for int source ids `(batch_size, Tv)`. `padded=False`: every
+        id is a real token (see `BidirectionalLSTMEncoder`); the mask is then all true."""
+        mask = ops.not_equal(source, 0) if padded else ops.ones(ops.shape(source), "bool")
+        memory, state = self.encoder(source, mask=mask, training=training, padded=padded)
         return memory, mask, state
 
     def call(self, inputs, training=None):
@@ -93,7 +94,7 @@ class Seq2Seq(MultiWorkerFitMixin, keras.Model):
         memory, mask, state = self.encode(source, training=training)
         return self.decoder(target_in, memory, mask, initial_state=state, training=training)
 
-    def decoding_inputs(self, source, input_table=None, grouped=False):
+    def decoding_inputs(self, source, input_table=None, grouped=False, padded=True):
         """`(step_fn, initial_state, constants)` for `zoo.decoding.greedy_search/beam_search`.
 
         The step never proposes padding (id 0) or the start token (id 2): an undertrained model
@@ -102,8 +103,10 @@ class Seq2Seq(MultiWorkerFitMixin, keras.Model):
         (an export stores it), for steps that gather their tokens' LSTM input share from it.
         `grouped`: a step for `beam_search` that reads each sentence's memory once for its
         whole beam (`zoo.decoding`'s grouped steps); greedy search decodes with either.
+        `padded=False`: every id of `source` is a real token (a sentence tokenised alone), so
+        the encoder skips its masking; the same numbers as with it.
         """
-        memory, mask, (h, c) = self.encode(source)
+        memory, mask, (h, c) = self.encode(source, padded=padded)
         constants = self.decoder.prepare_memory(memory, mask)
         never = [-1e9 if i in (0, 2) else 0.0 for i in range(self.target_vocab_size)]
         step = self.decoder.inference_step(logit_bias=ops.convert_to_tensor(never, "float32"),

@@ -28,6 +28,8 @@ class BidirectionalLSTMEncoder(keras.layers.Layer):
     Call arguments:
         ids: int `(batch_size, Tv)` token ids.
         mask: optional bool `(batch_size, Tv)`; defaults to `ids != 0`.
+        padded: `False` when every id is a real token (e.g. one sentence tokenised alone):
+            the LSTMs then skip their per-step masking, to the same numbers. Defaults to `True`.
 
     Returns:
         `(outputs, (h, c))`: outputs `(batch_size, Tv, 2 * units)` (zeros at padded positions),
@@ -58,10 +60,14 @@ class BidirectionalLSTMEncoder(keras.layers.Layer):
         self.embedding.build(ids_shape)
         self.rnn.build(tuple(ids_shape) + (self.embedding_dim,))
 
-    def call(self, ids, mask=None, training=None):
+    def call(self, ids, mask=None, training=None, padded=True):
+        x = self.drop(self.embedding(ids), training=training)
+        if not padded:
+            outputs, fh, fc, bh, bc = self.rnn(x, training=training)
+            outputs = self.drop(outputs, training=training)
+            return outputs, (ops.concatenate([fh, bh], -1), ops.concatenate([fc, bc], -1))
         if mask is None:
             mask = ops.not_equal(ids, 0)
-        x = self.drop(self.embedding(ids), training=training)
         outputs, fh, fc, bh, bc = self.rnn(x, mask=mask, training=training)
         outputs = self.drop(outputs, training=training)
         outputs = outputs * ops.cast(mask, outputs.dtype)[..., None]

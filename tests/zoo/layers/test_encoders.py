@@ -12,6 +12,7 @@ import pytest
 
 from zoo.layers import AttentiveLSTMDecoder, BidirectionalLSTMEncoder, make_attention
 from zoo.layers.encoders import sequence_noise_shape
+from zoo.seq2seq import Seq2Seq
 
 VOCAB, EMBED, UNITS = 11, 5, 3  # UNITS per direction: outputs and states have 2 * UNITS features
 
@@ -199,3 +200,23 @@ def test_variational_dropout_drops_the_same_output_features_at_every_position(va
     assert 0 < dropped.mean() < 1
     same_at_every_position = np.array_equal(dropped, np.broadcast_to(dropped[:, :1], dropped.shape))
     assert same_at_every_position == variational_dropout
+
+
+def test_unpadded_ids_skip_the_masking_to_the_same_numbers():
+    """`padded=False` (every id a real token, as one sentence tokenised alone) runs the LSTMs
+    without their per-step masking: the same outputs and states as the masked call on each
+    sentence cut to its own tokens."""
+    encoder = make()
+    for row, length in enumerate(MASK.sum(1)):
+        ids = IDS[row : row + 1, :length]
+        plain = encoder(ids, padded=False)
+        masked = encoder(ids, mask=ids != 0)
+        assert_same(plain, masked)
+    # The Seq2Seq's decoding inputs for one sentence: the same with either.
+    model = Seq2Seq(VOCAB, VOCAB, embedding_dim=EMBED, units=2 * UNITS, attention="luong_dot")
+    model.build()
+    ids = IDS[:1]
+    (_, state_p, consts_p), (_, state_m, consts_m) = (model.decoding_inputs(ids, padded=False),
+                                                      model.decoding_inputs(ids))
+    assert_same(state_p, state_m)
+    assert_same(consts_p, consts_m)
