@@ -134,7 +134,7 @@ from zoo.subwords import SubwordTokenizer
 NAME = "nmt"
 OPTIONS = ("max_sentence_bytes", "max_request_sentences")  # the caps `export.export` passes on
 # The SavedModel stores the decoder's `input_table()` (each target token's LSTM input share) when
-# it is at most this big: 16 MB for a 4,000-subword vocabulary and 256 units, about 12% off a
+# it is at most this big: 16 MB for a 4,000-subword vocabulary and 256 units, about 14% off a
 # one-sentence request. A larger vocabulary decodes without it.
 MAX_INPUT_TABLE_BYTES = 64 * 2**20
 

@@ -22,10 +22,12 @@ batch dimension and a tensor `max_length` (the SavedModel export). Their outputs
 TensorArrays, not to growing tensors, so a search costs linear time in its length; beam search
 keeps each step's tokens, parent slots and attention and reads its n-best hypotheses back through
 the parents at the end, instead of reordering every hypothesis' history at every step. A static
-batch of 1 (a TFLite model) decodes greedily with a plain loop of builtin ops. `max_length` is one limit for every sentence or
-one per sentence (`(batch_size,)`): with per-sentence limits a sentence decodes the same alone
-and in any batch, whatever the other sentences' lengths. Callers pass `(batch_size, ...)` state and
-constants to both; `beam_search` tiles them itself.
+batch of 1 (a TFLite model) decodes greedily with a plain loop of builtin ops.
+
+`max_length` is one limit for every sentence or one per sentence (`(batch_size,)`): with
+per-sentence limits a sentence decodes the same alone and in any batch, whatever the other
+sentences' lengths. Callers pass `(batch_size, ...)` state and constants to both; `beam_search`
+tiles them itself (the constants only for a step that is not grouped).
 """
 
 import tensorflow as tf
@@ -123,8 +125,8 @@ def _greedy_alone(step_fn, initial_state, constants, start_ids, end_id, limits):
         attention = tf.concat([attention, tf.cast(step_attention, tf.float32)], axis=1)
         return t + 1, ids[:, 0], state, score + token_log_prob[:, 0], tokens, attention
 
-    _, score, tokens, _ = _greedy_outputs(1)
-    loop_vars = (tf.constant(0), start_ids, initial_state, score, tokens, tf.zeros([1, 0]))
+    loop_vars = (tf.constant(0), start_ids, initial_state, tf.zeros([1]),
+                 tf.zeros([1, 0], tf.int32), tf.zeros([1, 0]))
     invariants = tf.nest.map_structure(_any_shape, loop_vars)
     invariants = invariants[:2] + (_state_shapes(initial_state),) + invariants[3:]
     steps, _, _, score, tokens, attention = tf.while_loop(
@@ -144,12 +146,6 @@ def _greedy_pick(logits, step_attention, finished):
     token_log_prob, ids = tf.math.top_k(tf.nn.log_softmax(tf.cast(logits, tf.float32)), k=1)
     return (tf.where(finished, 0, ids[:, 0]), tf.where(finished, 0.0, token_log_prob[:, 0]),
             tf.where(finished[:, None], 0.0, tf.cast(step_attention, tf.float32)))
-
-
-def _greedy_outputs(batch_size):
-    """Greedy search's outputs before the first step: lengths, score, tokens, attention."""
-    return (tf.zeros([batch_size], tf.int32), tf.zeros([batch_size], tf.float32),
-            tf.zeros([batch_size, 0], tf.int32), tf.zeros([batch_size, 0, 0], tf.float32))
 
 
 def _worth_compacting(alive):
@@ -197,7 +193,7 @@ def _greedy_compacting(step_fn, initial_state, constants, start_ids, end_id, lim
                                                              same)
         return t + 1, rows, ids, state, consts, limits, finished, lengths, score, tokens, attention
 
-    lengths, score, _, _ = _greedy_outputs(batch_size)
+    lengths, score = tf.zeros([batch_size], tf.int32), tf.zeros([batch_size])
     history = (tf.TensorArray(tf.int32, size=0, dynamic_size=True, element_shape=[None]),
                tf.TensorArray(tf.float32, size=0, dynamic_size=True, element_shape=[None, None]))
     loop_vars = (tf.constant(0), tf.range(batch_size), start_ids, initial_state, constants, limits,
@@ -461,7 +457,7 @@ def beam_search(
     invariants = (*invariants[:7], _state_shapes(constants), invariants[8],
                   (tf.TensorShape([]),) * 3)  # a TensorArray's invariant is its flow's
     out = tf.while_loop(cond, body, loop_vars, shape_invariants=invariants)
-    steps, done, _, finished, alive, rows, _, _, store, history = out
+    steps, _, _, finished, alive, _, _, _, store, history = out
     if compact:  # every sentence has stopped: the last ones join the store
         store = _leave(out[1:9], beam_size, grouped)[-1]
         finished, alive = store["finished"], store["cut"]
@@ -523,10 +519,8 @@ def _record(history, t, rows, size, token, parent, step_attention):
     (`rows=None`: the step batch is the caller's)."""
     tokens, parents, attention = history
     if rows is not None:
-        at = rows[:, None]
-        token = tf.scatter_nd(at, token, tf.stack([size, tf.shape(token)[1]]))
-        parent = tf.scatter_nd(at, parent, tf.stack([size, tf.shape(parent)[1]]))
-        step_attention = _scatter_rows(at, step_attention, size)
+        token, parent, step_attention = (_scatter_rows(rows[:, None], x, size)
+                                         for x in (token, parent, step_attention))
     return tokens.write(t, token), parents.write(t, parent), attention.write(t, step_attention)
 
 

@@ -379,6 +379,16 @@ def test_docstring_examples():
     assert result.attempted > 0 and result.failed == 0
 
 
+def _eight_sentences(seed):
+    """`(constants, state, limits, start)` of eight toy sentences with step limits 1 to 8, for
+    the step-counting toy decoders of the compaction tests."""
+    rng = np.random.default_rng(seed)
+    return (tf.constant(rng.normal(size=(8, 6)), tf.float32),
+            tf.constant(rng.normal(size=(8, 2)), tf.float32),
+            tf.constant([8, 1, 7, 2, 6, 3, 5, 4], tf.int32),
+            tf.constant([0, 1, 2, 0, 1, 2, 0, 1], tf.int32))
+
+
 def test_greedy_stops_computing_finished_sentences():
     """A batch's step shrinks as its sentences end (compaction): eight sentences with limits 1
     to 8 cost far fewer step rows than 8 x 8, and decode as each would alone."""
@@ -389,11 +399,7 @@ def test_greedy_stops_computing_finished_sentences():
         logits = tf.one_hot(ids % 2 + 3, 6) * 9.0 + constants[:, :6]  # never the end (5)
         return logits, state + 1.0, tf.nn.softmax(constants[:, :4] * state[:, :1])
 
-    rng = np.random.default_rng(0)
-    constants = tf.constant(rng.normal(size=(8, 6)), tf.float32)
-    state = tf.constant(rng.normal(size=(8, 2)), tf.float32)
-    limits = tf.constant([8, 1, 7, 2, 6, 3, 5, 4], tf.int32)
-    start = tf.constant([0, 1, 2, 0, 1, 2, 0, 1], tf.int32)
+    constants, state, limits, start = _eight_sentences(seed=0)
     out = greedy_search(step_fn, state, constants, start, end_id=5, max_length=limits)
     assert len(seen) == 8 and seen[0] == 8 and seen[-1] < 8 and sum(seen) < 8 * 8
     for b in range(8):
@@ -422,11 +428,7 @@ def test_beam_search_stops_computing_stopped_sentences():
         logits = tf.one_hot(ids % 2 + 3, 6) * 1.5 + constants[:, :6] * (1.0 + 0.37 * state[:, :1])
         return logits, state + 1.0, tf.nn.softmax(constants[:, :4] * state[:, :1])
 
-    rng = np.random.default_rng(1)
-    constants = tf.constant(rng.normal(size=(8, 6)), tf.float32)
-    state = tf.constant(rng.normal(size=(8, 2)), tf.float32)
-    limits = tf.constant([8, 1, 7, 2, 6, 3, 5, 4], tf.int32)
-    start = tf.constant([0, 1, 2, 0, 1, 2, 0, 1], tf.int32)
+    constants, state, limits, start = _eight_sentences(seed=1)
     kwargs = dict(end_id=5, beam_size=3, n_best=2, length_penalty=0.6)
     out = beam_search(step_fn, state, constants, start, max_length=limits, **kwargs)
     assert seen[0] == 8 * 3 and seen[-1] < 8 * 3 and sum(seen) < 8 * 8 * 3
@@ -477,9 +479,8 @@ def test_chunked_top_k_is_top_k_ties_and_minus_infinity_included(width, k):
         np.where(np.arange(width) >= width - 5, 1.0, 0.0),  # the best ones in the last chunk
     ]
     values = tf.constant(np.stack(rows), tf.float32)
-    assert decoding.top_k(values, k)[1].shape == (len(rows), k)
-    for fn in (decoding.top_k, tf.function(lambda v: decoding.top_k(v, k))):
-        got = fn(values, k) if fn is decoding.top_k else fn(values)
-        want = tf.math.top_k(values, k)
+    want = tf.math.top_k(values, k)
+    for got in (decoding.top_k(values, k), tf.function(lambda v: decoding.top_k(v, k))(values)):
+        assert got[1].shape == (len(rows), k)
         np.testing.assert_array_equal(got[0].numpy(), want[0].numpy())
         np.testing.assert_array_equal(got[1].numpy(), want[1].numpy())

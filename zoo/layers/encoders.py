@@ -61,16 +61,15 @@ class BidirectionalLSTMEncoder(keras.layers.Layer):
         self.rnn.build(tuple(ids_shape) + (self.embedding_dim,))
 
     def call(self, ids, mask=None, training=None, padded=True):
-        x = self.drop(self.embedding(ids), training=training)
         if not padded:
-            outputs, fh, fc, bh, bc = self.rnn(x, training=training)
-            outputs = self.drop(outputs, training=training)
-            return outputs, (ops.concatenate([fh, bh], -1), ops.concatenate([fc, bc], -1))
-        if mask is None:
+            mask = None  # nothing to mask: the LSTMs run without their per-step masking
+        elif mask is None:
             mask = ops.not_equal(ids, 0)
+        x = self.drop(self.embedding(ids), training=training)
         outputs, fh, fc, bh, bc = self.rnn(x, mask=mask, training=training)
         outputs = self.drop(outputs, training=training)
-        outputs = outputs * ops.cast(mask, outputs.dtype)[..., None]
+        if mask is not None:
+            outputs = outputs * ops.cast(mask, outputs.dtype)[..., None]
         return outputs, (ops.concatenate([fh, bh], -1), ops.concatenate([fc, bc], -1))
 
     def get_config(self):
